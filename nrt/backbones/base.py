@@ -107,6 +107,10 @@ class Backbone(abc.ABC):
     def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
         """Latents to waveforms ``[B, num_samples]`` at ``sample_rate``."""
 
+    @abc.abstractmethod
+    def latent_shape(self, num_samples: int) -> tuple[int, int, int]:
+        """Shape ``(C, F, M)`` of the latent of a waveform of ``num_samples``."""
+
     @property
     @abc.abstractmethod
     def latent_frames_per_second(self) -> float:
@@ -148,3 +152,11 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def offload_frozen(self, device: torch.device | str = "cpu") -> None:
         """Move the VAE, vocoder and text encoder to ``device`` (the UNet stays put)."""
+
+
+def place(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """Move a module, and cast it only where the dtype really changes."""
+    module.to(device=device)
+    if dtype is not None and next(module.parameters()).dtype != dtype:
+        module.to(dtype=dtype)
+    return module

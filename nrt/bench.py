@@ -1,0 +1,115 @@
+"""``nrt bench``: seconds per step of each stage, and the peak memory, on the chosen device.
+
+Stages: step 1 (embedding), step 2 full, step 2 LoRA, and one sampling step (guided, one
+output). With ``--unet tango`` the backbone's UNet is swapped for a TANGO-size UNet with
+random weights (and random text states of TANGO's width), so a GPU can be sized without
+downloading TANGO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from importlib import resources
+from typing import Callable, Iterator
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from .backbones import load_backbone
+from .backbones.base import Backbone, Condition
+from .embedding import optimize_embedding
+from .errors import InputError
+from .finetune import finetune_unet
+from .fit import DEFAULT_LORA_TARGETS, DEFAULT_TUNE_LR
+from .sample import SampleConfig, sample
+
+TANGO_PROMPT_TOKENS = 16
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _time(fn: Callable[[int], None], iters: int, device: torch.device) -> float:
+    fn(1)  # warm-up: kernels, allocator, autotuning
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn(iters)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / iters
+
+
+def _tango_size(backbone: Backbone) -> Condition:
+    config = json.loads(resources.files("nrt.backbones.data").joinpath("tango-unet-config.json").read_text())
+    backbone.unet = UNet2DConditionModel.from_config(config).to(backbone.device, backbone.dtype).requires_grad_(False)
+    width = config["cross_attention_dim"]
+    embeds = torch.randn(1, TANGO_PROMPT_TOKENS, width, device=backbone.device, dtype=backbone.dtype)
+    mask = torch.ones(1, TANGO_PROMPT_TOKENS, dtype=torch.bool, device=backbone.device)
+    # the null condition is the same shape: one real token (end of sequence), the rest padding
+    null = Condition(torch.randn_like(embeds), torch.zeros_like(mask))
+    null.mask[:, 0] = True
+    backbone.null_condition = lambda like: null.repeat(like.batch_size)  # type: ignore[method-assign]
+    return Condition(embeds, mask)
+
+
+def run_bench(args: argparse.Namespace) -> Iterator[str]:
+    if not 0.5 <= args.seconds <= 60:
+        raise InputError(f"--seconds must lie in 0.5-60, got {args.seconds}")
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
+    device = backbone.device
+    num_samples = int(args.seconds * backbone.sample_rate)
+    shape = backbone.latent_shape(num_samples)
+    if args.unet == "tango":
+        e_tgt = _tango_size(backbone)
+    else:
+        e_tgt = backbone.encode_text(["a dog barks while rain falls"])
+    backbone.offload_frozen("cpu")
+    latents = torch.randn(1, *shape, device=device, dtype=backbone.dtype)
+    scheduler = DDPMScheduler.from_config(backbone.scheduler_config)
+    generator = torch.Generator().manual_seed(0)
+    params = sum(p.numel() for p in backbone.unet.parameters())
+    yield (f"model {args.model} (UNet: {args.unet}, {params / 1e6:.1f} M parameters), device {device}, "
+           f"dtype {args.dtype}, clip {args.seconds:g} s -> latent {tuple(shape)}")
+    if device.type == "cuda":
+        yield f"card: {torch.cuda.get_device_name(device)}"
+
+    def step1(n: int) -> None:
+        optimize_embedding(backbone, scheduler, latents, e_tgt, steps=n, lr=2e-3, batch_size=1,
+                           generator=generator, progress=False)
+
+    def step2(method: str) -> Callable[[int], None]:
+        lora = {"rank": 8, "alpha": 8.0, "targets": list(DEFAULT_LORA_TARGETS)}
+
+        def run(n: int) -> None:
+            finetune_unet(backbone, scheduler, latents, e_tgt, method=method, steps=n, lr=DEFAULT_TUNE_LR[method],
+                          batch_size=1, generator=generator, lora=lora,
+                          gradient_checkpointing=args.gradient_checkpointing, progress=False)
+        return run
+
+    def sampling(n: int) -> None:
+        sample(backbone, e_tgt, shape, SampleConfig(steps=n, guidance=3.0), [0], progress=False)
+
+    stages = [("step 1 (embedding)", step1), ("step 2 full", step2("full")), ("step 2 LoRA", step2("lora")),
+              ("sampling (guided, 1 output)", sampling)]
+    for name, fn in stages:
+        _reset_peak(device)
+        seconds = _time(fn, args.iters, device)
+        peak = _peak_bytes(device) / 2**30
+        where = "GPU" if device.type == "cuda" else "process RSS"
+        yield f"{name:<30} {seconds:8.4f} s/step   peak {peak:6.2f} GiB ({where})"

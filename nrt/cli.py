@@ -1,0 +1,356 @@
+"""The ``nrt`` command line: fit, generate, edit, sdedit, models, bench.
+
+Exit codes: 0 done, 2 bad input or usage (one line on stderr), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import BundleError, InputError, ModelNotFoundError, NrtError
+
+logger = logging.getLogger("nrt")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    return parser
+
+
+# -- shared option groups ---------------------------------------------------------------------
+def _add_model(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="tiny", help="hub id, local directory, or built-in name (see `nrt models`)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="UNet precision")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="audio file (wav, flac, ogg, mp3; any rate and channel count)")
+    p.add_argument("prompt", help="target prompt describing the edited audio")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="longest input accepted, in seconds")
+    p.add_argument("--edit-type", choices=["addition", "style_transfer", "inpainting"], default=None,
+                   help="edit type (default: inpainting when --mask is given, else addition)")
+    p.add_argument("--mask", action="append", default=None, metavar="START-END",
+                   help="inpainting range in seconds, repeatable; inpainting without --mask fills "
+                        "the input's digital-silence gaps of 0.25 s or more")
+
+
+def _add_fit(p: argparse.ArgumentParser) -> None:
+    from .fit import FitConfig
+
+    d = FitConfig()
+    g = p.add_argument_group("fit (steps 1 and 2)")
+    g.add_argument("--method", choices=["full", "lora"], default=d.method, help="step 2: full fine-tune or LoRA")
+    g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
+    g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
+    g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
+    g.add_argument("--tune-lr", type=float, default=None, help="step 2 learning rate (default 1e-6 full, 1e-4 LoRA)")
+    g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(timestep, noise) draws per step")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="save memory in step 2")
+    g.add_argument("--fit-seed", type=int, default=d.seed, help="seed of the fit's random draws")
+
+
+def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
+    from .sample import SampleConfig
+
+    d = SampleConfig()
+    g = p.add_argument_group("sampling")
+    if eta:
+        g.add_argument("--eta", type=float, nargs="+", default=[0.5], help="η values in [0, 1], one output each")
+    g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
+    g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
+    g.add_argument("--scheduler", choices=["ddpm", "ddim"], default=d.scheduler, help="sampler")
+    g.add_argument("--seed", type=int, default=0, help="seed of every output")
+    g.add_argument("--format", choices=["wav", "flac"], default="wav", help="output container")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _defaults(_Parser(prog="nrt", description="Edit recorded audio with free-form text prompts."))
+    parser.add_argument("--version", action="version", version=f"nrt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = _defaults(sub.add_parser("fit", help="steps 1-2: fit a clip and write a bundle"))
+    _add_input(p)
+    _add_fit(p)
+    _add_model(p)
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+
+    p = _defaults(sub.add_parser("generate", help="step 3: edits from a bundle at one or more η"))
+    p.add_argument("bundle", help="bundle directory written by `nrt fit`")
+    _add_sample(p)
+    _add_model(p)
+    p.add_argument("-o", "--output", required=True, help="directory for eta-<η>.<format> files")
+
+    p = _defaults(sub.add_parser("edit", help="fit, then generate (steps 1-3)"))
+    _add_input(p)
+    _add_fit(p)
+    _add_sample(p)
+    _add_model(p)
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (one η) or directory (several η); the bundle is kept beside it")
+    p.add_argument("--bundle", default=None, help="where to keep the bundle (default: beside the output)")
+
+    p = _defaults(sub.add_parser("sdedit", help="the SDEdit baseline: noise to a strength, denoise to the prompt"))
+    _add_input(p)
+    p.add_argument("--strength", type=float, nargs="+", default=[0.5], help="strengths in (0, 1]")
+    _add_sample(p, eta=False)
+    _add_model(p)
+    p.add_argument("-o", "--output", required=True, help="output file (one strength) or directory")
+
+    p = _defaults(sub.add_parser("models", help="list the models nrt knows and which are on this machine"))
+
+    p = _defaults(sub.add_parser("bench", help="seconds per step of each stage, and peak memory"))
+    _add_model(p)
+    p.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per stage (after one warm-up)")
+    p.add_argument("--unet", choices=["model", "tango"], default="model",
+                   help="'tango': swap in a TANGO-size UNet with random weights")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="in the step 2 stages")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _load_backbone(args: argparse.Namespace):
+    from .backbones import load_backbone
+
+    return load_backbone(args.model, device=args.device, dtype=args.dtype)
+
+
+def _fit_config(args: argparse.Namespace):
+    from .fit import FitConfig
+
+    return FitConfig(
+        method=args.method, embed_steps=args.embed_steps, embed_lr=args.embed_lr,
+        tune_steps=args.tune_steps, tune_lr=args.tune_lr, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
+        seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing,
+    )
+
+
+def _sample_config(args: argparse.Namespace):
+    from .sample import SampleConfig, check_seed
+
+    check_seed(args.seed)
+    return SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)
+
+
+def _edit_type_and_mask(args: argparse.Namespace, clip) -> tuple[str, list[tuple[float, float]] | None]:
+    from .masks import find_silence_gaps, merge_ranges, parse_mask, validate_ranges
+
+    edit_type = args.edit_type or ("inpainting" if args.mask else "addition")
+    if args.mask and edit_type != "inpainting":
+        raise InputError(f"--mask applies to inpainting, but --edit-type is {edit_type}")
+    if edit_type != "inpainting":
+        return edit_type, None
+    if args.mask:
+        ranges = [r for text in args.mask for r in parse_mask(text)]
+        return edit_type, validate_ranges(merge_ranges(ranges), clip.duration)
+    gaps = find_silence_gaps(clip.samples, clip.sample_rate)
+    if not gaps:
+        raise InputError(f"{args.input}: no silent gap of 0.25 s or more to inpaint; give the region with --mask START-END")
+    logger.info("inpainting the silent gaps %s", ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in gaps))
+    return edit_type, gaps
+
+
+def _check_output(path: Path, many: bool, what: str) -> Path:
+    """Fail before any work if the output cannot be written."""
+    if many or path.suffix.lower() not in AUDIO_SUFFIXES:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file; several {what} need a directory")
+        return path
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
+    return path
+
+
+def _write_outputs(output: Path, values: Sequence[float], outputs, rate: int, prefix: str, fmt: str) -> list[Path]:
+    from .audio import write_audio
+
+    if len(values) == 1 and output.suffix.lower() in AUDIO_SUFFIXES:
+        return [write_audio(output, outputs[0], rate)]
+    output.mkdir(parents=True, exist_ok=True)
+    return [write_audio(output / f"{prefix}-{v:.2f}.{fmt}", audio, rate) for v, audio in zip(values, outputs)]
+
+
+def _fit_and_save(args: argparse.Namespace, backbone, clip, bundle_path: Path, overwrite: bool) -> Path:
+    from .bundle import save_bundle
+    from .edit import latent_weight, prepare_input
+    from .fit import fit
+
+    config = _fit_config(args)
+    edit_type, mask = _edit_type_and_mask(args, clip)
+    prepared = prepare_input(backbone, clip)
+    result = fit(
+        backbone, prepared.wave, args.prompt, config,
+        latent_weight=latent_weight(backbone, clip, mask), progress=not args.quiet,
+    )
+    logger.info("fit in %.1f s; probe loss %.4f (e_tgt) -> %.4f (e_opt) -> %.4f (fitted)",
+                result.seconds, result.losses["probe_e_tgt"], result.losses["probe_e_opt"],
+                result.losses["probe_fitted"])
+    return save_bundle(bundle_path, result, backbone.info, clip, target_prompt=args.prompt,
+                       edit_type=edit_type, mask=mask, overwrite=overwrite)
+
+
+def _check_prompt(prompt: str) -> str:
+    if not prompt.strip():
+        raise InputError("the prompt is empty")
+    if len(prompt) > 500:
+        raise InputError(f"the prompt has {len(prompt)} characters; at most 500 are accepted")
+    return prompt
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+
+    _check_prompt(args.prompt)
+    _fit_config(args)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise InputError(f"{output} exists already; pass --overwrite to replace it")
+    clip = load_audio(args.input, max_seconds=args.max_seconds)
+    backbone = _load_backbone(args)
+    path = _fit_and_save(args, backbone, clip, output, args.overwrite)
+    print(path)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle, read_meta
+    from .edit import check_etas, generate
+
+    etas = check_etas(args.eta)
+    config = _sample_config(args)
+    output = _check_output(Path(args.output), True, "outputs")
+    read_meta(args.bundle)
+    backbone = _load_backbone(args)
+    bundle = load_bundle(args.bundle, backbone.info)
+    outputs = generate(backbone, bundle, etas, config, args.seed, progress=not args.quiet)
+    for path in _write_outputs(output, etas, outputs, bundle.input.sample_rate, "eta", args.format):
+        print(path)
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .bundle import load_bundle
+    from .edit import check_etas, generate
+
+    _check_prompt(args.prompt)
+    etas = check_etas(args.eta)
+    config = _sample_config(args)
+    _fit_config(args)
+    output = _check_output(Path(args.output), len(etas) > 1, "η values")
+    single_file = len(etas) == 1 and output.suffix.lower() in AUDIO_SUFFIXES
+    bundle_path = Path(args.bundle) if args.bundle else (
+        output.with_suffix(".bundle") if single_file else output / "bundle"
+    )
+    clip = load_audio(args.input, max_seconds=args.max_seconds)
+    backbone = _load_backbone(args)
+    _fit_and_save(args, backbone, clip, bundle_path, overwrite=True)
+    bundle = load_bundle(bundle_path, backbone.info)
+    outputs = generate(backbone, bundle, etas, config, args.seed, progress=not args.quiet)
+    for path in _write_outputs(output, etas, outputs, clip.sample_rate, "eta", args.format):
+        print(path)
+    logger.info("bundle kept in %s (nrt generate %s --eta ... -o DIR)", bundle_path, bundle_path)
+    return 0
+
+
+def cmd_sdedit(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .sdedit import check_strengths, sdedit
+
+    _check_prompt(args.prompt)
+    strengths = check_strengths(args.strength)
+    config = _sample_config(args)
+    output = _check_output(Path(args.output), len(strengths) > 1, "strengths")
+    clip = load_audio(args.input, max_seconds=args.max_seconds)
+    _, mask = _edit_type_and_mask(args, clip)
+    backbone = _load_backbone(args)
+    outputs = sdedit(backbone, clip, args.prompt, strengths, config, args.seed, mask=mask, progress=not args.quiet)
+    for path in _write_outputs(output, strengths, outputs, clip.sample_rate, "strength", args.format):
+        print(path)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .backbones import BUILTIN, KNOWN_HUB
+
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cached = {repo.repo_id for repo in scan_cache_dir().repos}
+    except Exception:
+        cached = set()
+    print("built-in (no download):")
+    for name, text in BUILTIN.items():
+        print(f"  {name:<38} {text}")
+    print("hub models (need their weights on this machine or hub access):")
+    for name, text in KNOWN_HUB.items():
+        mark = "cached" if name in cached else "      "
+        print(f"  {name:<38} {mark}  {text}")
+    print("any local directory in the TANGO or diffusers AudioLDM layout also works: --model DIR")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    for line in run_bench(args):
+        print(line)
+    return 0
+
+
+COMMANDS = {
+    "fit": cmd_fit, "generate": cmd_generate, "edit": cmd_edit, "sdedit": cmd_sdedit,
+    "models": cmd_models, "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(getattr(args, "quiet", False))
+        return COMMANDS[args.command](args)
+    except (InputError, ModelNotFoundError, BundleError) as exc:
+        print(f"nrt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nrt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is nrt's fault, not the user's
+        if os.environ.get("NRT_DEBUG"):
+            raise
+        kind = "" if isinstance(exc, NrtError) else f"{type(exc).__name__}: "
+        print(f"nrt: error: {kind}{exc} (set NRT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

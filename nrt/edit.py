@@ -1,0 +1,138 @@
+"""Step 3: generate from e(η) = η·e_tgt + (1-η)·e_opt with the fitted UNet, and the whole edit.
+
+An edit comes back at the input's sample rate, length and channel count. For inpainting,
+only the masked ranges come from the model; the rest is the input, sample for sample,
+apart from a short crossfade inside each range's borders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .audio import AudioClip, prepare_for_model, restore_from_model
+from .backbones.base import Backbone, Condition, Loudness, interpolate
+from .bundle import Bundle
+from .errors import InputError
+from .finetune import fitted_unet
+from .masks import composite, ranges_to_latent_mask
+from .sample import Inpaint, SampleConfig, check_seed, sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedInput:
+    """The input as the backbone sees it: mono, at its rate, levelled; and how to undo the level."""
+
+    wave: torch.Tensor
+    loudness: Loudness
+
+
+def prepare_input(backbone: Backbone, clip: AudioClip) -> PreparedInput:
+    wave = torch.from_numpy(prepare_for_model(clip, backbone.sample_rate).copy())
+    wave, loudness = backbone.normalize(wave)
+    return PreparedInput(wave, loudness)
+
+
+def check_etas(etas: Sequence[float]) -> list[float]:
+    if not etas:
+        raise InputError("give at least one eta")
+    checked = []
+    for eta in etas:
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= float(eta) <= 1.0:
+            raise InputError(f"eta must lie in [0, 1], got {eta!r}")
+        checked.append(float(eta))
+    return checked
+
+
+def latent_weight(backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None) -> torch.Tensor | None:
+    """1 on the latent frames the input covers, 0 on those an inpainting mask touches."""
+    if not mask:
+        return None
+    num_samples = round(clip.duration * backbone.sample_rate)
+    frames = backbone.latent_shape(num_samples)[1]
+    region = ranges_to_latent_mask(mask, frames, backbone.latent_frames_per_second)
+    return (~region).float().view(1, 1, -1, 1)
+
+
+def decode_outputs(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    prepared: PreparedInput,
+    clip: AudioClip,
+    mask: Sequence[tuple[float, float]] | None,
+) -> list[np.ndarray]:
+    """Latents to audio at the input's rate, length and channels; the context kept when inpainting."""
+    waves = backbone.decode(latents, prepared.wave.shape[-1])
+    outputs = []
+    for wave in waves:
+        audio = restore_from_model(prepared.loudness.undo(wave).cpu().numpy(), backbone.sample_rate, clip)
+        if mask:
+            audio = composite(clip.samples, audio, mask, clip.sample_rate)
+        outputs.append(audio)
+    return outputs
+
+
+def inpaint_context(
+    backbone: Backbone, prepared: PreparedInput, mask: Sequence[tuple[float, float]] | None
+) -> Inpaint | None:
+    if not mask:
+        return None
+    known = backbone.encode(prepared.wave.unsqueeze(0))
+    region = ranges_to_latent_mask(mask, known.shape[2], backbone.latent_frames_per_second)
+    return Inpaint(known=known, region=region)
+
+
+def generate(
+    backbone: Backbone,
+    bundle: Bundle,
+    etas: Sequence[float],
+    config: SampleConfig | None = None,
+    seed: int = 0,
+    *,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """One edit per η from a fitted bundle, in one batched pass; each output seeded with ``seed``."""
+    etas = check_etas(etas)
+    config = config or SampleConfig()
+    check_seed(seed)
+
+    # 1. The input as the backbone saw it during the fit
+    prepared = prepare_input(backbone, bundle.input)
+    shape = backbone.latent_shape(prepared.wave.shape[-1])
+    inpaint = inpaint_context(backbone, prepared, bundle.mask)
+
+    # 2. Interpolate the embeddings: one row per η
+    e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
+    e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
+    condition = interpolate(e_tgt, e_opt, etas)
+
+    # 3. Sample with the fitted UNet, then decode
+    with fitted_unet(backbone, bundle.method, bundle.unet_state, bundle.lora) as unet:
+        latents = sample(
+            backbone, condition, shape, config, [seed] * len(etas), unet=unet, inpaint=inpaint, progress=progress
+        )
+    return decode_outputs(backbone, latents, prepared, bundle.input, bundle.mask)
+
+
+def text_to_audio(
+    backbone: Backbone,
+    prompt: str,
+    clip: AudioClip,
+    config: SampleConfig | None = None,
+    seed: int = 0,
+    *,
+    progress: bool = True,
+) -> np.ndarray:
+    """Plain generation from the prompt with the base model, shaped like ``clip`` (a reference ceiling)."""
+    config = config or SampleConfig()
+    prepared = prepare_input(backbone, clip)
+    shape = backbone.latent_shape(prepared.wave.shape[-1])
+    condition: Condition = backbone.encode_text([prompt])
+    latents = sample(backbone, condition, shape, config, [check_seed(seed)], progress=progress)
+    return decode_outputs(backbone, latents, prepared, clip, None)[0]

@@ -1,0 +1,134 @@
+"""Step 2: fine-tune the UNet on e_opt, fully or with LoRA, and put a fitted UNet back to work."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator
+
+import torch
+from diffusers import DDPMScheduler
+
+from .backbones.base import Backbone, Condition, place
+from .embedding import autocast
+from .loss import diffusion_loss, draw
+from .optimize import optimize
+
+ADAPTER = "nrt"
+
+
+def lora_config(rank: int, alpha: float, targets: list[str]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights="gaussian")
+
+
+def finetune_unet(
+    backbone: Backbone,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    e_opt: Condition,
+    *,
+    method: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+    lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    weight: torch.Tensor | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Minimise L(z, e_opt) over the UNet; return the trained weights (full or LoRA) on the CPU.
+
+    The backbone's own UNet is left as it was: a full fine-tune trains a float32 copy, a
+    LoRA fine-tune trains an adapter that is removed again afterwards.
+    """
+    condition = e_opt.detach().repeat(batch_size)
+    num_train = scheduler.config.num_train_timesteps
+    device = latents.device
+
+    with _trainable_unet(backbone, method, lora) as unet:
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+
+        def loss_fn(step: int) -> torch.Tensor:
+            timesteps, noise = draw(latents.shape, num_train, batch_size, generator)
+            with autocast(backbone):
+                return diffusion_loss(
+                    backbone, scheduler, latents, condition, timesteps.to(device), noise.to(device), unet, weight
+                )
+
+        try:
+            losses = optimize(unet.parameters(), loss_fn, steps, lr, desc=f"step 2: UNet ({method})", progress=progress)
+        finally:
+            unet.eval()
+            if gradient_checkpointing:
+                unet.disable_gradient_checkpointing()
+        state = _trained_state(unet, method)
+    return state, losses
+
+
+@contextlib.contextmanager
+def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None) -> Iterator[torch.nn.Module]:
+    if method == "full":
+        unet = copy.deepcopy(backbone.unet).float().requires_grad_(True)
+        try:
+            yield unet
+        finally:
+            del unet
+        return
+    unet = backbone.unet
+    unet.add_adapter(lora_config(**lora), adapter_name=ADAPTER)
+    for name, p in unet.named_parameters():
+        is_lora = "lora_" in name
+        p.requires_grad_(is_lora)
+        if is_lora:
+            p.data = p.data.float()
+    try:
+        yield unet
+    finally:
+        unet.delete_adapters(ADAPTER)
+        unet.requires_grad_(False)
+
+
+def _trained_state(unet: torch.nn.Module, method: str) -> dict[str, torch.Tensor]:
+    if method == "full":
+        return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+@contextlib.contextmanager
+def fitted_unet(
+    backbone: Backbone, method: str, state: dict[str, torch.Tensor], lora: dict[str, Any] | None = None
+) -> Iterator[torch.nn.Module]:
+    """The backbone's UNet with a fit's weights applied, for as long as the block runs."""
+    if method == "full":
+        unet = copy.deepcopy(backbone.unet)
+        result = unet.load_state_dict(state, strict=True)
+        del result
+        place(unet, backbone.device, backbone.dtype).eval()
+        try:
+            yield unet
+        finally:
+            del unet
+        return
+    from peft import set_peft_model_state_dict
+
+    unet = backbone.unet
+    unet.add_adapter(lora_config(**lora), adapter_name=ADAPTER)
+    incompatible = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
+    unexpected = getattr(incompatible, "unexpected_keys", [])
+    if unexpected:
+        unet.delete_adapters(ADAPTER)
+        raise ValueError(f"LoRA weights do not match the UNet: unexpected keys {unexpected[:5]}")
+    place(unet, backbone.device, backbone.dtype)
+    unet.requires_grad_(False)
+    try:
+        yield unet
+    finally:
+        unet.delete_adapters(ADAPTER)
