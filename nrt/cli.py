@@ -127,7 +127,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", choices=["model", "tango"], default="model",
                    help="'tango': swap in a TANGO-size UNet with random weights")
     p.add_argument("--gradient-checkpointing", action="store_true", help="in the step 2 stages")
+
+    p = _defaults(sub.add_parser("score", help="CLAP text, audio and sum, and onset F1, of one edit"))
+    _add_score(p)
+
+    p = _defaults(sub.add_parser("eval", help="the paper's protocol on a manifest: Table 1, Figures 2 and 4"))
+    _add_eval(p)
     return parser
+
+
+def _add_score(p: argparse.ArgumentParser) -> None:
+    from .clap import DEFAULT_MODEL
+    from .scoring import DEFAULT_ONSET_TOLERANCE
+
+    p.add_argument("input", help="the input as given (the reference of Audio CLAP and of the onsets)")
+    p.add_argument("edit", help="the edited audio")
+    p.add_argument("prompt", help="target prompt (the text of Text CLAP)")
+    p.add_argument("--clap", default=DEFAULT_MODEL,
+                   help="CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, or 'tiny' (tests only)")
+    p.add_argument("--band-limit", type=int, default=None, metavar="RATE",
+                   help="pass both through this sample rate first (e.g. 16000: the backbone's band); default: full band")
+    p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="longest audio accepted, in seconds")
+    p.add_argument("--device", default="auto", help="CLAP device: cpu, cuda, cuda:N, or auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    from .clap import DEFAULT_MODEL
+    from .evaluate import DEFAULT_ETAS, DEFAULT_STRENGTHS, METHODS
+    from .fit import FitConfig
+    from .sample import SampleConfig
+    from .scoring import DEFAULT_ONSET_TOLERANCE
+
+    p.add_argument("manifest", help="CSV: id,edit_type,audio,target_prompt[,mask]; audio relative to the CSV")
+    p.add_argument("-o", "--output", required=True, help="directory of the run; a re-run skips what is there")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="pipelines to evaluate")
+    p.add_argument("--etas", type=float, nargs="+", default=list(DEFAULT_ETAS), help="η grid of full and lora")
+    p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS), help="SDEdit strength grid")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds; every output once per seed")
+    p.add_argument("--clap", default=DEFAULT_MODEL,
+                   help="CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, or 'tiny' (tests only)")
+    p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N clips only")
+    p.add_argument("--fixed-eta-holdout", default=None, metavar="RESULTS",
+                   help="choose the fixed η/strength per edit type on this earlier run's results.json (or its "
+                        "directory) instead of leave-one-out over this manifest's clips")
+    p.add_argument("--figure-clip", default=None, metavar="ID",
+                   help="clip of spectrograms.png (default: the first style transfer clip, else the first clip)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="longest clip accepted, in seconds")
+    d = FitConfig()
+    g = p.add_argument_group("fit (steps 1 and 2, once per clip and fitted method)")
+    g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
+    g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
+    g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
+    g.add_argument("--full-tune-lr", type=float, default=None, help="step 2 learning rate of full (default 1e-6)")
+    g.add_argument("--lora-tune-lr", type=float, default=None, help="step 2 learning rate of lora (default 1e-4)")
+    g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(timestep, noise) draws per step")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="save memory in step 2")
+    g.add_argument("--fit-seed", type=int, default=d.seed, help="seed of the fit's random draws")
+    s = SampleConfig()
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, default=s.steps, help="diffusion steps T")
+    g.add_argument("--guidance", type=float, default=s.guidance, help="classifier-free guidance scale")
+    g.add_argument("--scheduler", choices=["ddpm", "ddim"], default=s.scheduler, help="sampler")
+    _add_model(p)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -327,9 +395,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from .audio import load_audio
+    from .backbones import resolve_device
+    from .scoring import ReferenceScorer, describe_clap, load_scorer
+
+    _check_prompt(args.prompt)
+    if args.band_limit is not None and args.band_limit <= 0:
+        raise InputError(f"--band-limit must be a positive sample rate (Hz), got {args.band_limit}")
+    if not args.onset_tolerance >= 0:
+        raise InputError(f"--onset-tolerance must be >= 0 s, got {args.onset_tolerance}")
+    reference = load_audio(args.input, max_seconds=args.max_seconds, min_seconds=0.0)
+    edit = load_audio(args.edit, max_seconds=args.max_seconds, min_seconds=0.0)
+    scorer = load_scorer(args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit)
+    scores = ReferenceScorer(
+        scorer, reference.samples, reference.sample_rate, args.prompt, onset_tolerance=args.onset_tolerance
+    ).score([edit.samples], edit.sample_rate)[0]
+    if args.json:
+        print(json.dumps({"input": args.input, "edit": args.edit, "prompt": args.prompt, "clap": args.clap,
+                          "band_limit_rate": args.band_limit, "onset_tolerance": args.onset_tolerance, **scores}))
+        return 0
+    band = (f"both through {args.band_limit} Hz (at most {args.band_limit // 2} Hz)" if args.band_limit
+            else "full band")
+    print(f"Text CLAP   {scores['text']:.4f}   cos(edit, prompt)")
+    print(f"Audio CLAP  {scores['audio']:.4f}   cos(edit, input), {band}")
+    print(f"Sum         {scores['sum']:.4f}")
+    print(f"Onset F1    {scores['onset_f1']:.3f}    precision {scores['onset_precision']:.3f}, recall "
+          f"{scores['onset_recall']:.3f} ({scores['onset_n_matched']} of {scores['onset_n_input']} input onsets "
+          f"matched within {args.onset_tolerance * 1000:g} ms; {scores['onset_n_edit']} in the edit)")
+    print(describe_clap(args.clap))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import EvalConfig, load_clips, run_eval
+    from .manifest import read_manifest
+    from .sample import SampleConfig
+
+    # 1. Check every setting and every clip before anything heavy runs
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    args.method, args.tune_lr = "lora", None  # each fitted method gets its own copy of these
+    config = EvalConfig(
+        methods=tuple(args.methods), etas=tuple(args.etas), strengths=tuple(args.strengths), seeds=tuple(args.seeds),
+        model=args.model, device=args.device, dtype=args.dtype, clap=args.clap, fit=_fit_config(args),
+        full_tune_lr=args.full_tune_lr, lora_tune_lr=args.lora_tune_lr,
+        sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler),
+        onset_tolerance=args.onset_tolerance, max_seconds=args.max_seconds,
+        fixed_eta_holdout=args.fixed_eta_holdout, figure_clip=args.figure_clip,
+    )
+    rows = read_manifest(args.manifest)[: args.limit]
+    clips = load_clips(rows, args.max_seconds)
+
+    # 2. Run, then show the table
+    run_eval(clips, args.output, config, load_backbone=lambda: _load_backbone(args),
+             manifest=str(args.manifest), progress=not args.quiet)
+    output = Path(args.output)
+    print((output / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"\nwritten to {output}: table.md, table.csv, results.json, eta_curves.png, spectrograms.png, audio/")
+    return 0
+
+
 COMMANDS = {
     "fit": cmd_fit, "generate": cmd_generate, "edit": cmd_edit, "sdedit": cmd_sdedit,
-    "models": cmd_models, "bench": cmd_bench,
+    "models": cmd_models, "bench": cmd_bench, "score": cmd_score, "eval": cmd_eval,
 }
 
 

@@ -89,8 +89,27 @@ def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None
     try:
         yield unet
     finally:
-        unet.delete_adapters(ADAPTER)
+        remove_adapter(unet)
         unet.requires_grad_(False)
+
+
+def remove_adapter(unet: torch.nn.Module) -> None:
+    """Take the adapter out and put the original layers back, so the UNet is as it was.
+
+    peft's ``delete_adapters`` leaves its wrapper layers in place, which renames every
+    wrapped weight (``to_q.weight`` becomes ``to_q.base_layer.weight``).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    unet.delete_adapters(ADAPTER)
+    for name, module in list(unet.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = unet.get_submodule(parent_name) if parent_name else unet
+            setattr(parent, child, module.get_base_layer())
+    unet._hf_peft_config_loaded = False
+    if hasattr(unet, "peft_config"):
+        del unet.peft_config
 
 
 def _trained_state(unet: torch.nn.Module, method: str) -> dict[str, torch.Tensor]:
@@ -124,11 +143,11 @@ def fitted_unet(
     incompatible = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
     unexpected = getattr(incompatible, "unexpected_keys", [])
     if unexpected:
-        unet.delete_adapters(ADAPTER)
+        remove_adapter(unet)
         raise ValueError(f"LoRA weights do not match the UNet: unexpected keys {unexpected[:5]}")
     place(unet, backbone.device, backbone.dtype)
     unet.requires_grad_(False)
     try:
         yield unet
     finally:
-        unet.delete_adapters(ADAPTER)
+        remove_adapter(unet)

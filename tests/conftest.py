@@ -13,3 +13,52 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep what nrt builds on first use (tiny models) out of the user's cache."""
+    if "NRT_CACHE" not in os.environ:
+        os.environ["NRT_CACHE"] = str(tmp_path_factory.mktemp("nrt-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny TANGO-layout model (v-prediction), written once per session."""
+    from nrt.backbones.tiny import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_eps_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model with an epsilon-prediction scheduler."""
+    from nrt.backbones.tiny import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("tiny-eps"), prediction_type="epsilon")
+
+
+@pytest.fixture()
+def backbone(tiny_dir):
+    """A fresh tiny backbone on the CPU (fresh: tests may add adapters to its UNet)."""
+    from nrt.backbones import load_backbone
+
+    return load_backbone(str(tiny_dir), device="cpu")
+
+
+def write_tone_clip(path, seconds: float = 1.0, rate: int = 16000, channels: int = 1, subtype: str = "PCM_16"):
+    """A beep over noise, deterministic, written with soundfile; returns the path."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 660 * t) * (t < seconds / 2) + 0.05 * rng.standard_normal(len(t))
+    data = np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1)
+    sf.write(path, data, rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture()
+def tone_wav(tmp_path):
+    return write_tone_clip(tmp_path / "tone.wav")

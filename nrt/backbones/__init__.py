@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = {
     "tiny": "TANGO's architecture at toy size, random weights; written to the cache on first use (no download)",
+    "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use (no download)",
 }
 KNOWN_HUB = {
     "declare-lab/tango": "TANGO, FLAN-T5 large + 866M UNet, AudioCaps (CC BY-NC-ND 4.0)",
@@ -68,6 +69,11 @@ def load_backbone(
 
         backbone = load_tango(ensure_tiny())
         backbone.info.model_id = "tiny"
+    elif name == "tiny-audioldm":
+        from .audioldm import ensure_tiny_audioldm, load_audioldm
+
+        backbone = load_audioldm(ensure_tiny_audioldm())
+        backbone.info.model_id = "tiny-audioldm"
     elif _looks_like_audioldm(name):
         from .audioldm import load_audioldm
 

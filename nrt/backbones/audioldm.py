@@ -1,0 +1,358 @@
+"""AudioLDM (cvssp/audioldm-s-full-v2, cvssp/audioldm-m-full, ...) from the diffusers layout.
+
+A snapshot holds ``unet/``, ``vae/``, ``text_encoder/`` (``ClapTextModelWithProjection``),
+``tokenizer/`` (RoBERTa), ``vocoder/`` (``SpeechT5HifiGan``) and ``scheduler/``. diffusers
+deprecated ``AudioLDMPipeline``, so the components are loaded one by one. The waveform path
+(16 kHz, 64-bin log-mel, KL-VAE, HiFi-GAN) is TANGO's, shared through
+:class:`~nrt.backbones.latent.MelLatentBackbone`.
+
+Text enters the UNet through its class embedding, not cross-attention: the CLAP text
+vector ``[B, 512]`` is L2-normalised and projected onto the timestep embedding
+(``class_embed_type="simple_projection"``, concatenated), with ``encoder_hidden_states=None``.
+
+Normalisation, a decision: :meth:`AudioLDMBackbone.denoise` L2-normalises (in float32) whatever
+embedding it is given, so the UNet only ever sees unit vectors, as in training. Step 1
+therefore optimises a direction: the length of ``e_opt`` is free and has no effect. Step 3's
+``e(η) = η·e_tgt + (1-η)·e_opt`` is interpolated as given and re-normalised implicitly when
+it reaches the UNet, so η moves along the chord between the two directions. ``encode_text``
+returns unit vectors too, exactly what the AudioLDM pipeline hands its UNet, so a bundle's
+``e_tgt`` can be given to that pipeline as ``prompt_embeds`` unchanged.
+
+A snapshot carries no front-end config. nrt uses AudioLDM's STFT (n_fft 1024, hop 160,
+win 1024, 0-8 kHz) with the rate and mel count of the vocoder's config (16 kHz, 64 mels for
+AudioLDM-s/m); a ``stft_config.json`` in TANGO's keys at the top of the model directory
+overrides them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoTokenizer,
+    ClapTextConfig,
+    ClapTextModelWithProjection,
+    PreTrainedTokenizerBase,
+    RobertaTokenizer,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+)
+
+from ..errors import ModelNotFoundError
+from ..hub import cache_dir, fingerprint, read_json, resolve_model_dir
+from .base import BackboneInfo, Condition, place
+from .latent import MelLatentBackbone
+from .mel import MelFrontEnd, StftConfig
+
+logger = logging.getLogger(__name__)
+
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "vocoder", "scheduler")
+STFT_FILE = "stft_config.json"
+# AudioLDM's STFT (audioldm.utils.default_audioldm_config, "preprocessing"); the rate and the
+# number of mels come from the vocoder's config
+AUDIOLDM_STFT = {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "mel_fmin": 0, "mel_fmax": 8000}
+MIN_VOCAB = 32  # an offline stub tokenizer has a handful of tokens
+
+
+class AudioLDMBackbone(MelLatentBackbone):
+    """A CLAP text vector enters the UNet through its class embedding; no token mask."""
+
+    def __init__(
+        self, *, text_encoder: ClapTextModelWithProjection, tokenizer: PreTrainedTokenizerBase, **parts: Any
+    ) -> None:
+        super().__init__(**parts)
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self._null: Condition | None = None
+
+    def _encode(self, prompts: Sequence[str]) -> Condition:
+        # tokenised as AudioLDM's pipeline does: every prompt padded to the model's maximum
+        max_length = self.tokenizer.model_max_length
+        batch = self.tokenizer(
+            list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        )
+        cut = [p for p, ids in zip(prompts, self.tokenizer(list(prompts))["input_ids"]) if len(ids) > max_length]
+        if cut:
+            logger.warning("prompts truncated to CLAP's %d tokens: %s", max_length, cut)
+        device = self.text_encoder.device
+        with torch.no_grad():
+            embeds = self.text_encoder(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).text_embeds
+        unit = F.normalize(embeds.float(), dim=-1)
+        return Condition(unit.to(self.device, self.dtype), None)
+
+    def encode_text(self, prompts: Sequence[str]) -> Condition:
+        return self._encode(prompts)
+
+    def null_condition(self, like: Condition) -> Condition:
+        if self._null is None:
+            self._null = self._encode([""])
+        return self._null.to(like.embeds.device, like.embeds.dtype).repeat(like.batch_size)
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: Condition,
+        unet: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        unet = unet or self.unet
+        # AudioLDM was trained on unit CLAP vectors: any e (e_opt, e(η)) counts by its direction
+        class_labels = F.normalize(condition.embeds.float(), dim=-1).to(latents.dtype)
+        return unet(latents, timesteps, encoder_hidden_states=None, class_labels=class_labels).sample
+
+    def _frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.vae, self.vocoder, self.text_encoder]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "AudioLDMBackbone":
+        super().to(device, dtype)
+        place(self.text_encoder, device, dtype)
+        self._null = None
+        return self
+
+
+def _front_end(directory: Path, vocoder: SpeechT5HifiGan, vae: AutoencoderKL) -> StftConfig:
+    """AudioLDM's STFT at the vocoder's rate and mel count, checked against the vocoder and VAE."""
+    voc = vocoder.config
+    values = {**AUDIOLDM_STFT, "sampling_rate": voc.sampling_rate, "n_mel_channels": voc.model_in_dim}
+    if (directory / STFT_FILE).exists():
+        values.update(read_json(directory / STFT_FILE))
+    stft = StftConfig.from_dict(values)
+    hop = math.prod(voc.upsample_rates)
+    if (stft.sampling_rate, stft.n_mel_channels, stft.hop_length) != (voc.sampling_rate, voc.model_in_dim, hop):
+        raise ModelNotFoundError(
+            f"the front end ({stft.sampling_rate} Hz, {stft.n_mel_channels} mels, hop {stft.hop_length}) does not "
+            f"match the vocoder in {directory / 'vocoder'} ({voc.sampling_rate} Hz, {voc.model_in_dim} mels, "
+            f"upsampling {hop})"
+        )
+    vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+    if stft.n_mel_channels % vae_down:
+        raise ModelNotFoundError(
+            f"{stft.n_mel_channels} mel bins do not divide by the VAE's downsampling ({vae_down})"
+        )
+    return stft
+
+
+def _revision_files(directory: Path) -> list[str]:
+    names = ["model_index.json", STFT_FILE]
+    for sub in SUBFOLDERS:
+        if (directory / sub).is_dir():
+            names += sorted(str(p.relative_to(directory)) for p in (directory / sub).iterdir() if p.is_file())
+    return names
+
+
+def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> AudioLDMBackbone:
+    """Load an AudioLDM model in the diffusers layout from a directory or a hub id."""
+    directory, snapshot = resolve_model_dir(
+        name_or_path, allow_patterns=["model_index.json", STFT_FILE, *(f"{s}/*" for s in SUBFOLDERS)], revision=revision
+    )
+    missing = [s for s in SUBFOLDERS if not (directory / s).is_dir()]
+    if missing:
+        raise ModelNotFoundError(
+            f"{directory} is not an AudioLDM model directory (diffusers layout): missing "
+            + ", ".join(f"{s}/" for s in missing)
+        )
+
+    # 1. UNet, VAE and vocoder, in float32 whatever the files hold; to() casts the UNet
+    unet = UNet2DConditionModel.from_pretrained(directory, subfolder="unet", torch_dtype=torch.float32)
+    if unet.config.class_embed_type != "simple_projection":
+        raise ModelNotFoundError(
+            f"{directory / 'unet'} takes no CLAP class embedding (class_embed_type "
+            f"{unet.config.class_embed_type!r}): is this an AudioLDM 1 model?"
+        )
+    vae = AutoencoderKL.from_pretrained(directory, subfolder="vae", torch_dtype=torch.float32)
+    vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder", dtype=torch.float32)
+
+    # 2. CLAP's text branch and its RoBERTa tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
+    if len(tokenizer) < MIN_VOCAB:
+        raise ModelNotFoundError(
+            f"the tokenizer in {directory / 'tokenizer'} has only {len(tokenizer)} tokens: the files are incomplete"
+        )
+    text_encoder = ClapTextModelWithProjection.from_pretrained(directory / "text_encoder", dtype=torch.float32)
+    if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
+        raise ModelNotFoundError(
+            f"the text encoder projects to {text_encoder.config.projection_dim} dimensions but the UNet takes "
+            f"{unet.config.projection_class_embeddings_input_dim}"
+        )
+
+    scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
+    stft = _front_end(directory, vocoder, vae)
+    revision = snapshot or fingerprint(directory, _revision_files(directory))
+    info = BackboneInfo(kind="audioldm", model_id=str(name_or_path), revision=revision)
+    logger.info("loaded AudioLDM model %s (%s)", name_or_path, revision)
+    return AudioLDMBackbone(
+        info=info,
+        mel=MelFrontEnd(stft),
+        vae=vae,
+        vocoder=vocoder,
+        unet=unet,
+        scheduler_config=scheduler_config,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
+
+
+# -- the tiny AudioLDM: AudioLDM's architecture at toy size, random weights -----------------
+
+TINY_FORMAT = 1  # bump when the files written here change
+TINY_TEXT_DIM = 32  # CLAP's projection (512 in AudioLDM)
+TINY_MAX_TOKENS = 32  # RoBERTa's 512 in AudioLDM; every prompt is padded to it
+
+# cvssp/audioldm-s-full-v2 unet/config.json with fewer, narrower blocks: the same block types,
+# class embedding and per-block cross_attention_dim (the "cross" attention attends to the
+# latent itself, as encoder_hidden_states is None)
+TINY_UNET = {
+    "sample_size": 32,
+    "in_channels": 8,
+    "out_channels": 8,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [32, 32, 64, 64],
+    "cross_attention_dim": [32, 32, 64, 64],
+    "layers_per_block": 1,
+    "attention_head_dim": 8,
+    "class_embed_type": "simple_projection",
+    "projection_class_embeddings_input_dim": TINY_TEXT_DIM,
+    "class_embeddings_concat": True,
+}
+# AudioLDM's VAE (4x down in time and frequency, 8 latent channels) at toy width
+TINY_VAE = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "block_out_channels": [32, 32, 64],
+    "layers_per_block": 1,
+    "latent_channels": 8,
+    "sample_size": 256,
+    "scaling_factor": 1.0,
+}
+# AudioLDM's 16 kHz, 64-mel HiFi-GAN (upsampling 5·4·2·2·2 = 160) at toy width
+TINY_VOCODER = {
+    "model_in_dim": 64,
+    "sampling_rate": 16000,
+    "upsample_initial_channel": 32,
+    "upsample_rates": [5, 4, 2, 2, 2],
+    "upsample_kernel_sizes": [16, 16, 8, 4, 4],
+    "resblock_kernel_sizes": [3, 7],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+    "normalize_before": False,
+}
+# cvssp/audioldm-s-full-v2 scheduler/scheduler_config.json: AudioLDM's linear_start/linear_end
+# and 1000 timesteps as diffusers' scaled_linear betas, epsilon prediction, no clipping
+AUDIOLDM_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0015,
+    "beta_end": 0.0195,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0-4, as in RoBERTa
+
+
+def _tiny_tokenizer(seed: int) -> RobertaTokenizer:
+    """A byte-level BPE with RoBERTa's special tokens, trained on the tiny models' word list."""
+    from .tiny import VOCAB
+
+    rng = random.Random(seed)
+    words = sorted(set(VOCAB))
+    # sentences, so that merges learn the space-prefixed word forms RoBERTa uses mid-prompt
+    corpus = [" ".join(rng.sample(words, 8)) for _ in range(400)] + words
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=ROBERTA_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return RobertaTokenizer(tokenizer_object=tok, model_max_length=TINY_MAX_TOKENS)
+
+
+def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny AudioLDM with random weights to ``directory`` in the diffusers layout."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    # 1. CLAP's text branch at toy size, with a tokenizer built here
+    tokenizer = _tiny_tokenizer(seed)
+    text_config = ClapTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=TINY_MAX_TOKENS + 2, projection_dim=TINY_TEXT_DIM,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    ClapTextModelWithProjection(text_config).save_pretrained(directory / "text_encoder")
+    tokenizer.save_pretrained(directory / "tokenizer")
+
+    # 2. UNet, VAE and vocoder
+    unet = UNet2DConditionModel(**TINY_UNET)
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.02)  # diffusers zero-initialises it: constant losses
+    unet.save_pretrained(directory / "unet")
+    AutoencoderKL(**TINY_VAE).save_pretrained(directory / "vae")
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER))
+    for p in vocoder.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vocoder.save_pretrained(directory / "vocoder")
+
+    # 3. Scheduler and the pipeline index
+    DDIMScheduler(**AUDIOLDM_SCHEDULER).save_pretrained(directory / "scheduler")
+    index = {
+        "_class_name": "AudioLDMPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "ClapTextModelWithProjection"],
+        "tokenizer": ["transformers", "RobertaTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "vocoder": ["transformers", "SpeechT5HifiGan"],
+    }
+    (directory / "model_index.json").write_text(json.dumps(index, indent=2))
+    return directory
+
+
+def ensure_cached(name: str, write: Callable[[Path], Any], marker: str, root: Path | None = None) -> Path:
+    """``root/name`` in nrt's cache, written once by ``write`` (atomically: staged, then renamed).
+
+    ``marker`` is a file that exists only in a complete copy.
+    """
+    target = (root or cache_dir()) / name
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        write(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / marker).exists():  # lost a race only if the winner finished
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def ensure_tiny_audioldm(root: Path | None = None) -> Path:
+    """The tiny AudioLDM's directory in the cache, written on first use."""
+    return ensure_cached(f"tiny-audioldm-v{TINY_FORMAT}", write_tiny_audioldm, "model_index.json", root)

@@ -1,0 +1,568 @@
+"""The paper's evaluation protocol (section 3.2, Table 1, Figures 2 and 4) on a manifest of clips.
+
+For each clip: fit once per method (``full``, ``lora``) and reuse the bundle for every η; run
+SDEdit over its strengths; add the reference outputs (the input unchanged, η = 0, plain
+text-to-audio from the target prompt). Every output gets Text CLAP, Audio CLAP (against the
+input band-limited to the backbone's rate), their sum and onset F1; inpainting outputs also get
+the Text CLAP of the filled region alone. η (or the strength) is then chosen two ways:
+
+- **oracle**: per clip, the value with the best CLAP sum (the paper's choice);
+- **fixed**: one value per edit type, chosen on clips other than the one reported (leave one
+  out; when an edit type has a single clip, on the clips of the other types), or on the clips
+  of an earlier run's ``results.json`` (``fixed_eta_holdout``).
+
+With several seeds a value's score is its mean over seeds, and the oracle chooses on that mean.
+
+On disk under the output directory::
+
+    bundles/<id>/<method>/      one bundle per clip and fitted method
+    audio/<id>/<name>.wav       input.wav, t2a.wav, full-0.50.wav, lora-0.50.wav, sdedit-0.60.wav
+                                (seeds other than 0 add "-seed<s>" to the name)
+    clips/<id>.json             every output's file, keys and scores; rewritten atomically
+    results.json, table.md, table.csv, eta_curves.png, spectrograms.png
+
+A re-run skips every output whose file and record match the settings (a hash of everything
+that made it), rescoring only where the scoring settings changed, and fits only where a
+bundle is missing or was made with other settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from . import __version__
+from .audio import AudioClip, load_audio, write_audio
+from .bundle import load_bundle, read_meta, samples_sha256, save_bundle
+from .clap import DEFAULT_MODEL
+from .edit import check_etas, generate, latent_weight, prepare_input, text_to_audio
+from .errors import BundleError, InputError
+from .fit import FitConfig, fit
+from .manifest import ManifestRow
+from .masks import Range, find_silence_gaps, validate_ranges
+from .onsets import OnsetConfig
+from .report import write_json, write_reports
+from .sample import SampleConfig, check_seed
+from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, load_scorer
+from .sdedit import check_strengths, sdedit
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("full", "lora", "sdedit")
+FITTED = ("full", "lora")
+DEFAULT_ETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
+FIGURE_EDIT_TYPE = "style_transfer"  # Figure 2's clip is a style transfer
+
+
+@dataclass
+class EvalConfig:
+    """Settings of an evaluation run. ``fit.method`` is ignored: each fitted method gets its own copy."""
+
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "full, lora, sdedit"})
+    etas: tuple[float, ...] = field(default=DEFAULT_ETAS, metadata={"help": "η grid of the fitted methods"})
+    strengths: tuple[float, ...] = field(default=DEFAULT_STRENGTHS, metadata={"help": "SDEdit strength grid"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "sampling seeds of every output"})
+    model: str = field(default="tiny", metadata={"help": "backbone: hub id, directory or built-in name"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    dtype: str = field(default="fp32", metadata={"help": "UNet precision"})
+    clap: str = field(default=DEFAULT_MODEL, metadata={"help": "CLAP model: hub id, directory, .pt or 'tiny'"})
+    fit: FitConfig = field(default_factory=FitConfig, metadata={"help": "steps 1 and 2"})
+    full_tune_lr: float | None = field(default=None, metadata={"help": "step 2 rate of 'full' (None: its default)"})
+    lora_tune_lr: float | None = field(default=None, metadata={"help": "step 2 rate of 'lora' (None: its default)"})
+    sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "sampling"})
+    onset_tolerance: float = field(default=DEFAULT_ONSET_TOLERANCE, metadata={"help": "onset match window (s)"})
+    max_seconds: float = field(default=30.0, metadata={"help": "longest clip accepted"})
+    fixed_eta_holdout: str | None = field(
+        default=None, metadata={"help": "results.json of a run on other clips to choose the fixed values on"}
+    )
+    figure_clip: str | None = field(default=None, metadata={"help": "clip of spectrograms.png"})
+
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)
+        if not self.methods:
+            raise InputError("give at least one method")
+        for method in self.methods:
+            if method not in METHODS:
+                raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if len(set(self.methods)) != len(self.methods):
+            raise InputError(f"methods repeat: {' '.join(self.methods)}")
+        self.etas = tuple(sorted(set(check_etas(list(self.etas)))))
+        self.strengths = tuple(sorted(set(check_strengths(list(self.strengths)))))
+        if not self.seeds:
+            raise InputError("give at least one seed")
+        self.seeds = tuple(dict.fromkeys(check_seed(s) for s in self.seeds))
+        for name, grid in (("eta", self.etas), ("strength", self.strengths)):
+            names = [f"{v:.2f}" for v in grid]
+            if len(set(names)) != len(names):
+                raise InputError(f"{name} values must differ at two decimals (they name the files), got {list(grid)}")
+        if not self.onset_tolerance >= 0:
+            raise InputError(f"onset_tolerance must be >= 0 s, got {self.onset_tolerance}")
+        for method in FITTED:
+            self.fit_config(method)  # checks the learning rates
+
+    def values(self, method: str) -> tuple[float, ...]:
+        """The grid the choice is made on: η for the fitted methods, strengths for SDEdit."""
+        return self.strengths if method == "sdedit" else self.etas
+
+    def generated(self, method: str) -> tuple[float, ...]:
+        """What is generated: the grid, plus η = 0 for the fitted methods (a reference row)."""
+        return self.values(method) if method == "sdedit" else tuple(sorted({0.0, *self.etas}))
+
+    def fit_config(self, method: str) -> FitConfig:
+        lr = self.full_tune_lr if method == "full" else self.lora_tune_lr
+        return replace(self.fit, method=method, tune_lr=lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fit"] = {m: self.fit_config(m).to_dict() for m in FITTED if m in self.methods}
+        data.pop("full_tune_lr")
+        data.pop("lora_tune_lr")
+        return data
+
+
+# -- 1. Inputs: every clip read and its mask resolved before any heavy work ---------------------
+@dataclass
+class EvalClip:
+    row: ManifestRow
+    clip: AudioClip
+    mask: list[Range] | None
+    sha256: str
+
+    @property
+    def clip_id(self) -> str:
+        return self.row.clip_id
+
+
+def load_clips(rows: Sequence[ManifestRow], max_seconds: float = 30.0) -> list[EvalClip]:
+    """Read every clip and resolve inpainting masks; one InputError lists every bad row."""
+    clips, errors = [], []
+    for row in rows:
+        try:
+            clip = load_audio(row.audio, max_seconds=max_seconds)
+            mask = None
+            if row.edit_type == "inpainting":
+                if row.mask:
+                    mask = validate_ranges(row.mask, clip.duration)
+                else:
+                    mask = find_silence_gaps(clip.samples, clip.sample_rate)
+                    if not mask:
+                        raise InputError("no silent gap of 0.25 s or more to inpaint; give the region in a mask column")
+                    logger.info("%s: inpainting the silent gaps %s", row.clip_id,
+                                ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in mask))
+            clips.append(EvalClip(row, clip, mask, samples_sha256(clip.samples)))
+        except InputError as exc:
+            errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
+    if errors:
+        plural = "clip" if len(errors) == 1 else "clips"
+        raise InputError(f"{len(errors)} bad {plural}: " + "; ".join(errors))
+    return clips
+
+
+# -- 2. Outputs, their keys, and what is already on disk ----------------------------------------
+@dataclass(frozen=True)
+class Output:
+    method: str  # "input", "t2a", "full", "lora", "sdedit"
+    value: float | None
+    seed: int | None
+
+    @property
+    def name(self) -> str:
+        base = self.method if self.value is None else f"{self.method}-{self.value:.2f}"
+        return base if not self.seed else f"{base}-seed{self.seed}"
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _mask_list(mask: list[Range] | None) -> list[list[float]] | None:
+    return None if mask is None else [[float(a), float(b)] for a, b in mask]
+
+
+def output_key(config: EvalConfig, clip: EvalClip, out: Output) -> str:
+    """A hash of everything that made an output: change any of it and the output is made again."""
+    if out.method == "input":
+        return _hash({"input": clip.sha256})
+    parts: dict[str, Any] = {
+        "method": out.method, "value": out.value, "seed": out.seed, "model": config.model, "dtype": config.dtype,
+        "sample": asdict(config.sample), "prompt": clip.row.target_prompt,
+    }
+    if out.method == "t2a":
+        parts["shape"] = [clip.clip.sample_rate, clip.clip.num_frames, clip.clip.channels]
+    else:
+        parts.update(input=clip.sha256, mask=_mask_list(clip.mask))
+    if out.method in FITTED:
+        parts["fit"] = config.fit_config(out.method).to_dict()
+    return _hash(parts)
+
+
+def score_key(config: EvalConfig, clip: EvalClip, out_key: str) -> str:
+    """A hash of what the scores of an output depend on beyond the output itself."""
+    return _hash({
+        "output": out_key, "clap": config.clap, "band_limit_model": config.model, "input": clip.sha256,
+        "prompt": clip.row.target_prompt, "mask": _mask_list(clip.mask),
+        "onset_tolerance": config.onset_tolerance, "onsets": asdict(OnsetConfig()),
+    })
+
+
+def unit_outputs(config: EvalConfig, unit: str) -> list[Output]:
+    """The outputs of one work unit: ``reference`` (input, text-to-audio) or a method."""
+    if unit == "reference":
+        return [Output("input", None, None)] + [Output("t2a", None, s) for s in config.seeds]
+    return [Output(unit, v, s) for s in config.seeds for v in config.generated(unit)]
+
+
+class ClipStore:
+    """``clips/<id>.json`` and ``audio/<id>/``: what has been made and scored for one clip."""
+
+    def __init__(self, root: Path, clip: EvalClip) -> None:
+        self.root = root
+        self.clip = clip
+        self.path = root / "clips" / f"{clip.clip_id}.json"
+        self.audio_dir = root / "audio" / clip.clip_id
+        self.record = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        fresh = {"outputs": {}}
+        if self.path.is_file():
+            try:
+                record = json.loads(self.path.read_text())
+                if record.get("input_sha256") == self.clip.sha256 and isinstance(record.get("outputs"), dict):
+                    fresh = record
+                else:
+                    logger.info("%s: the input changed since %s was written; starting the clip again",
+                                self.clip.clip_id, self.path)
+            except json.JSONDecodeError:
+                logger.warning("%s is not valid JSON; starting the clip again", self.path)
+        row = self.clip.row
+        fresh.update(
+            id=row.clip_id, edit_type=row.edit_type, target_prompt=row.target_prompt, audio=str(row.audio),
+            mask=_mask_list(self.clip.mask), input_sha256=self.clip.sha256, sample_rate=self.clip.clip.sample_rate,
+            channels=self.clip.clip.channels, num_frames=self.clip.clip.num_frames, extra=row.extra,
+        )
+        return fresh
+
+    def file(self, out: Output) -> Path:
+        return self.audio_dir / f"{out.name}.wav"
+
+    def status(self, config: EvalConfig, out: Output) -> str:
+        """``done``, ``rescore`` (the audio is current, its scores are not) or ``make``."""
+        entry = self.record["outputs"].get(out.name)
+        key = output_key(config, self.clip, out)
+        if not entry or entry.get("key") != key or not self.file(out).is_file():
+            return "make"
+        return "done" if entry.get("score_key") == score_key(config, self.clip, key) else "rescore"
+
+    def put(self, config: EvalConfig, out: Output, scores: dict[str, float]) -> None:
+        key = output_key(config, self.clip, out)
+        self.record["outputs"][out.name] = {
+            **asdict(out), "file": str(self.file(out).relative_to(self.root)),
+            "key": key, "score_key": score_key(config, self.clip, key), "scores": scores,
+        }
+
+    def save(self) -> None:
+        write_json(self.path, self.record)
+
+
+# -- 3. Making and scoring the outputs -----------------------------------------------------------
+class Resources:
+    """The backbone and the CLAP scorer, loaded only when some output needs them, and only once."""
+
+    def __init__(self, config: EvalConfig, load_backbone: Callable[[], Any], known_rate: int | None) -> None:
+        self.config = config
+        self._load_backbone = load_backbone
+        self._backbone = None
+        self._scorer = None
+        self._rate = known_rate
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = self._load_backbone()
+            self._rate = int(self._backbone.sample_rate)
+        return self._backbone
+
+    @property
+    def band_limit_rate(self) -> int:
+        """The backbone's sample rate: Audio CLAP compares with the input as the backbone represents it."""
+        return self._rate if self._rate is not None else int(self.backbone.sample_rate)
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            from .backbones import resolve_device
+
+            device = resolve_device(self.config.device)
+            self._scorer = load_scorer(self.config.clap, device=device, band_limit_rate=self.band_limit_rate)
+        return self._scorer
+
+
+def _read_back(path: Path) -> np.ndarray:
+    """The output as written (and as a re-run will read it), float32 [frames, channels]."""
+    samples, _ = sf.read(path, dtype="float32", always_2d=True)
+    return samples
+
+
+def _bundle_matches(path: Path, config: EvalConfig, clip: EvalClip, method: str) -> bool:
+    try:
+        meta = read_meta(path)
+    except BundleError:
+        return False
+    return (
+        meta["fit"] == config.fit_config(method).to_dict()
+        and meta["backbone"]["model_id"] == config.model
+        and meta["target_prompt"] == clip.row.target_prompt
+        and meta["mask"] == _mask_list(clip.mask)
+        and meta["input"]["sha256"] == clip.sha256
+    )
+
+
+def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, method: str, progress: bool) -> Path:
+    """The clip's bundle for ``method``: reused when it matches the settings, else fitted and saved."""
+    path = root / "bundles" / clip.clip_id / method
+    if _bundle_matches(path, config, clip, method):
+        return path
+    backbone = res.backbone
+    prepared = prepare_input(backbone, clip.clip)
+    result = fit(
+        backbone, prepared.wave, clip.row.target_prompt, config.fit_config(method),
+        latent_weight=latent_weight(backbone, clip.clip, clip.mask), progress=progress,
+    )
+    logger.info("%s: %s fit in %.1f s", clip.clip_id, method, result.seconds)
+    return save_bundle(path, result, backbone.info, clip.clip, target_prompt=clip.row.target_prompt,
+                       edit_type=clip.row.edit_type, mask=clip.mask, overwrite=True)
+
+
+def _make(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: str,
+          todo: list[Output], progress: bool) -> dict[Output, np.ndarray]:
+    """Generate the outputs of one unit that are missing; returns them as written to disk."""
+    made: dict[Output, np.ndarray] = {}
+    prompt, sample = clip.row.target_prompt, config.sample
+    by_seed: dict[int | None, list[Output]] = {}
+    for out in todo:
+        by_seed.setdefault(out.seed, []).append(out)
+    if unit in FITTED:
+        bundle = load_bundle(ensure_bundle(root, res, config, clip, unit, progress), res.backbone.info)
+    for seed, outs in by_seed.items():
+        if unit == "reference":
+            waves = [clip.clip.samples if o.method == "input" else
+                     text_to_audio(res.backbone, prompt, clip.clip, sample, seed, progress=progress) for o in outs]
+        elif unit == "sdedit":
+            waves = sdedit(res.backbone, clip.clip, prompt, [o.value for o in outs], sample, seed,
+                           mask=clip.mask, progress=progress)
+        else:
+            waves = generate(res.backbone, bundle, [o.value for o in outs], sample, seed, progress=progress)
+        for out, wave in zip(outs, waves):
+            made[out] = wave
+    return made
+
+
+def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipStore, unit: str, progress: bool) -> None:
+    """Make and score what one (clip, unit) lacks, then rewrite the clip's record."""
+    clip = store.clip
+    outs = unit_outputs(config, unit)
+    status = {out: store.status(config, out) for out in outs}
+    todo = [o for o in outs if status[o] == "make"]
+    store.audio_dir.mkdir(parents=True, exist_ok=True)
+    waves: dict[Output, np.ndarray] = {}
+    if todo:
+        for out, wave in _make(root, res, config, clip, unit, todo, progress).items():
+            subtype = "PCM_16" if out.method != "input" or clip.clip.subtype == "PCM_16" else "FLOAT"
+            write_audio(store.file(out), wave, clip.clip.sample_rate, subtype=subtype)
+            waves[out] = clip.clip.samples if out.method == "input" else _read_back(store.file(out))
+    for out in outs:
+        if status[out] == "rescore":
+            waves[out] = clip.clip.samples if out.method == "input" else _read_back(store.file(out))
+    if waves:
+        scorer = ReferenceScorer(res.scorer, clip.clip.samples, clip.clip.sample_rate, clip.row.target_prompt,
+                                 clip.mask, config.onset_tolerance)
+        ordered = list(waves)
+        for out, scores in zip(ordered, scorer.score([waves[o] for o in ordered], clip.clip.sample_rate)):
+            store.put(config, out, scores)
+        store.record["band_limit_rate"] = res.band_limit_rate
+        store.record["clap"] = config.clap
+    bundle_dir = root / "bundles" / clip.clip_id / unit
+    if unit in FITTED and (bundle_dir / "bundle.json").is_file():
+        store.record.setdefault("fit_seconds", {})[unit] = read_meta(bundle_dir).get("fit_seconds")
+    store.save()
+
+
+# -- 4. Choosing η: oracle per clip, fixed per edit type ----------------------------------------
+def choose_best(sum_by_value: dict[float, float]) -> float:
+    """The value with the highest sum; on a tie, the smallest value (the most faithful edit)."""
+    return max(sorted(sum_by_value), key=lambda v: (sum_by_value[v], -v))
+
+
+def choose_fixed(pool: Sequence[dict[float, float]], values: Sequence[float]) -> float | None:
+    """The value with the best mean sum over the clips of ``pool``; None when the pool is empty."""
+    pool = [p for p in pool if all(v in p for v in values)]
+    if not pool:
+        return None
+    return choose_best({v: float(np.mean([p[v] for p in pool])) for v in values})
+
+
+def _seed_means(entries: list[dict[str, Any]]) -> dict[str, float]:
+    keys = sorted({k for e in entries for k in e["scores"] if isinstance(e["scores"][k], (int, float))})
+    return {k: float(np.mean([e["scores"][k] for e in entries if k in e["scores"]])) for k in keys}
+
+
+def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """A clip's outputs grouped by method and value (seed means), with the oracle choice."""
+    outputs = list(record["outputs"].values())
+    summary: dict[str, Any] = {
+        "id": record["id"], "edit_type": record["edit_type"], "target_prompt": record["target_prompt"],
+        "audio": record["audio"], "mask": record["mask"], "extra": record.get("extra", {}),
+        "duration": record["num_frames"] / record["sample_rate"], "fit_seconds": record.get("fit_seconds", {}),
+        "outputs": sorted(
+            ({"method": o["method"], "value": o["value"], "seed": o["seed"], "file": o["file"], **o["scores"]}
+             for o in outputs if _wanted(config, o)),
+            key=lambda o: (o["method"], o["value"] if o["value"] is not None else -1, o["seed"] or 0),
+        ),
+        "reference": {},
+        "methods": {},
+    }
+    summary["reference"]["input"] = _seed_means([o for o in outputs if o["method"] == "input"])
+    summary["reference"]["t2a"] = _seed_means([o for o in outputs if o["method"] == "t2a" and o["seed"] in config.seeds])
+    for method in config.methods:
+        values = []
+        for value in config.generated(method):
+            entries = [o for o in outputs if o["method"] == method and o["value"] == value and o["seed"] in config.seeds]
+            values.append({"value": value, "in_grid": value in config.values(method), **_seed_means(entries),
+                           "per_seed": {str(o["seed"]): o["scores"] for o in entries}})
+        grid = {v["value"]: v["sum"] for v in values if v["in_grid"]}
+        summary["methods"][method] = {"values": values, "oracle": choose_best(grid)}
+    return summary
+
+
+def _wanted(config: EvalConfig, out: dict[str, Any]) -> bool:
+    """Whether an output on record belongs to this run's grid (earlier runs may have made more)."""
+    if out["method"] == "input":
+        return True
+    if out["seed"] not in config.seeds:
+        return False
+    if out["method"] == "t2a":
+        return True
+    return out["method"] in config.methods and out["value"] in config.generated(out["method"])
+
+
+def _sums(summary: dict[str, Any], method: str) -> dict[float, float]:
+    return {v["value"]: v["sum"] for v in summary["methods"][method]["values"] if v.get("in_grid", True)}
+
+
+def choose_fixed_values(config: EvalConfig, summaries: list[dict[str, Any]],
+                        holdout: list[dict[str, Any]] | None = None) -> None:
+    """Add ``fixed`` and ``fixed_chosen_on`` to every clip's methods (see the module notes)."""
+    for summary in summaries:
+        for method in config.methods:
+            grid = config.values(method)
+            if holdout is not None:
+                others = [h for h in holdout if h["id"] != summary["id"] and method in h.get("methods", {})]
+                where = "holdout"
+            else:
+                others = [s for s in summaries if s["id"] != summary["id"]]
+                where = "leave-one-out"
+            same_type = [s for s in others if s["edit_type"] == summary["edit_type"]]
+            pool, scope = (same_type, "edit type") if same_type else (others, "every edit type")
+            chosen = choose_fixed([_sums(s, method) for s in pool], grid)
+            entry = summary["methods"][method]
+            entry["fixed"] = chosen
+            entry["fixed_chosen_on"] = {"how": where, "scope": scope, "clips": [s["id"] for s in pool]} if chosen is not None else None
+
+
+def read_holdout(path: str | os.PathLike, config: EvalConfig) -> list[dict[str, Any]]:
+    """The clip summaries of an earlier run's ``results.json``, to choose fixed values on."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text())
+        clips = data["clips"]
+        for clip in clips:
+            for method in clip["methods"].values():
+                for v in method["values"]:
+                    float(v["value"]), float(v["sum"])
+    except FileNotFoundError:
+        raise InputError(f"--fixed-eta-holdout {path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"--fixed-eta-holdout {path}: not the results.json of an nrt eval run") from None
+    for method in config.methods:
+        if not any(method in c["methods"] and all(v in _sums(c, method) for v in config.values(method)) for c in clips):
+            raise InputError(
+                f"--fixed-eta-holdout {path}: no clip there has {method} at every value of this run's grid "
+                f"{list(config.values(method))}"
+            )
+    return clips
+
+
+# -- 5. The run ---------------------------------------------------------------------------------
+def run_eval(
+    clips: Sequence[EvalClip],
+    output_dir: str | os.PathLike,
+    config: EvalConfig,
+    *,
+    load_backbone: Callable[[], Any] | None = None,
+    manifest: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the protocol on checked clips and write every output; returns what ``results.json`` holds."""
+    root = Path(output_dir)
+    holdout = read_holdout(config.fixed_eta_holdout, config) if config.fixed_eta_holdout else None
+    if config.figure_clip is not None and config.figure_clip not in {c.clip_id for c in clips}:
+        raise InputError(f"--figure-clip {config.figure_clip!r} is not a clip of this run")
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; the evaluation needs a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    if load_backbone is None:
+        from .backbones import load_backbone as _load
+
+        def load_backbone():
+            return _load(config.model, device=config.device, dtype=config.dtype)
+
+    # 1. What is already on disk
+    stores = [ClipStore(root, clip) for clip in clips]
+    units = ["reference", *config.methods]
+    plan = [(store, unit) for store in stores for unit in units
+            if any(store.status(config, o) != "done" for o in unit_outputs(config, unit))]
+    known_rate = next((s.record.get("band_limit_rate") for s in stores
+                       if s.record.get("band_limit_rate") and s.record.get("model") == config.model), None)
+    res = Resources(config, load_backbone, known_rate)
+    done = len(stores) * len(units) - len(plan)
+    logger.info("%d clips x %d units: %d on disk already, %d to run", len(stores), len(units), done, len(plan))
+
+    # 2. Make and score what is missing, one (clip, unit) at a time
+    bar = tqdm(plan, desc="eval", unit="unit", disable=None if progress else True)
+    for store, unit in bar:
+        bar.set_postfix_str(f"{store.clip.clip_id} {unit}")
+        store.record["model"] = config.model
+        run_clip_unit(root, res, config, store, unit, progress)
+    bar.close()
+
+    # 3. Choose η, aggregate, and write the reports
+    summaries = [summarize_clip(config, store.record) for store in stores]
+    choose_fixed_values(config, summaries, holdout)
+    rate = next((s.record.get("band_limit_rate") for s in stores if s.record.get("band_limit_rate")), None)
+    results = {
+        "nrt_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "manifest": manifest,
+        "settings": {**config.to_dict(), "band_limit_rate": rate,
+                     "fixed_eta_holdout": config.fixed_eta_holdout or "leave-one-out"},
+        "clips": summaries,
+    }
+    return write_reports(results, root, config)
+
+
+__all__ = [
+    "EvalClip", "EvalConfig", "Output", "choose_best", "choose_fixed", "load_clips", "run_eval", "summarize_clip",
+]

@@ -1,0 +1,132 @@
+"""The manifest of clips: a CSV of ``id, edit_type, audio, target_prompt`` and an optional ``mask``.
+
+Extra columns are kept (``ManifestRow.extra``) and otherwise ignored. Relative audio paths are
+relative to the manifest. ``mask`` holds inpainting ranges in seconds, ``start-end`` joined by
+``;``; an inpainting row without one fills the input's silent gaps, found once the audio is
+read. Every row is checked before anything heavy runs, and one :class:`InputError` lists every
+bad row.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bundle import EDIT_TYPES
+from .errors import InputError
+from .masks import Range, merge_ranges, parse_mask
+
+REQUIRED_COLUMNS = ("id", "edit_type", "audio", "target_prompt")
+MAX_CLIP_ID = 128
+MAX_PROMPT = 500
+_CLIP_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def validate_clip_id(text: str) -> str:
+    """``text`` if it is a safe clip id: letters, digits, ``-``, ``_``, ``.``; no leading dot; at most 128."""
+    if not isinstance(text, str) or not text:
+        raise InputError("the clip id is empty")
+    if len(text) > MAX_CLIP_ID:
+        raise InputError(f"clip id {text[:40]!r}... has {len(text)} characters; at most {MAX_CLIP_ID} are accepted")
+    if not _CLIP_ID.match(text):
+        raise InputError(f"clip id {text!r} may hold only letters, digits, '-', '_' and '.'")
+    if text.startswith("."):
+        raise InputError(f"clip id {text!r} must not start with a dot")
+    return text
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One clip of a manifest, checked; ``audio`` is resolved against the manifest's directory."""
+
+    clip_id: str
+    edit_type: str
+    audio: Path
+    target_prompt: str
+    mask: list[Range] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+
+
+def _check_row(raw: dict[str, str | None], base: Path) -> ManifestRow:
+    """One row, or an InputError naming the first thing wrong with it."""
+    clip_id = validate_clip_id((raw.get("id") or "").strip())
+    edit_type = (raw.get("edit_type") or "").strip()
+    if edit_type not in EDIT_TYPES:
+        raise InputError(f"edit_type {edit_type!r} is not one of {', '.join(EDIT_TYPES)}")
+    prompt = (raw.get("target_prompt") or "").strip()
+    if not prompt:
+        raise InputError("target_prompt is empty")
+    if len(prompt) > MAX_PROMPT:
+        raise InputError(f"target_prompt has {len(prompt)} characters; at most {MAX_PROMPT} are accepted")
+    audio_text = (raw.get("audio") or "").strip()
+    if not audio_text:
+        raise InputError("audio is empty")
+    audio = Path(audio_text).expanduser()
+    audio = audio if audio.is_absolute() else base / audio
+    if not audio.is_file():
+        raise InputError(f"audio {audio_text!r} is not a file (looked for {audio})")
+    mask_text = (raw.get("mask") or "").strip()
+    mask = None
+    if mask_text:
+        if edit_type != "inpainting":
+            raise InputError(f"a mask applies to inpainting, but edit_type is {edit_type}")
+        mask = merge_ranges(parse_mask(mask_text))
+    extra = {k: (v or "") for k, v in raw.items() if k is not None and k not in REQUIRED_COLUMNS and k != "mask"}
+    return ManifestRow(clip_id, edit_type, audio, prompt, mask, extra)
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """The rows of a manifest CSV, all checked; one InputError lists every bad row."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path}: no such file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = header
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise InputError(
+                    f"manifest {path}: missing column(s) {', '.join(missing)}; the header must name "
+                    f"{', '.join(REQUIRED_COLUMNS)} (and optionally mask)"
+                )
+            raws = [(reader.line_num, raw) for raw in reader]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"manifest {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InputError(f"manifest {path}: not a readable CSV ({exc})") from None
+
+    rows: list[ManifestRow] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for line, raw in raws:
+        if not any((v or "").strip() for k, v in raw.items() if k is not None):
+            continue  # a blank line
+        label = f"line {line}" + (f" ({raw.get('id')!r})" if raw.get("id") else "")
+        if None in raw:
+            errors.append(f"{label}: more fields than the header names")
+            continue
+        try:
+            row = _check_row(raw, path.parent)
+        except InputError as exc:
+            errors.append(f"{label}: {exc}")
+            continue
+        if row.clip_id in seen:
+            errors.append(f"{label}: id {row.clip_id!r} repeats line {seen[row.clip_id]}")
+            continue
+        seen[row.clip_id] = line
+        rows.append(ManifestRow(row.clip_id, row.edit_type, row.audio, row.target_prompt, row.mask, row.extra, line))
+    if errors:
+        plural = "row" if len(errors) == 1 else "rows"
+        raise InputError(f"manifest {path}: {len(errors)} bad {plural}: " + "; ".join(errors))
+    if not rows:
+        raise InputError(f"manifest {path} holds no clips")
+    return rows
+
+
+__all__ = ["EDIT_TYPES", "REQUIRED_COLUMNS", "ManifestRow", "read_manifest", "validate_clip_id"]
