@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from nrt.audio import load_audio, write_audio
+from nrt.audio import AudioClip, load_audio, write_audio
 from nrt.backbones import load_backbone
 from nrt.backbones.audioldm import AudioLDMBackbone, load_audioldm, write_tiny_audioldm
 from nrt.backbones.base import Condition
@@ -28,7 +30,7 @@ CLIP_SECONDS = 1.37  # not a multiple of the 32-frame padding
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         root = tmp_path_factory.mktemp("nrt-cache")
         mp.setenv("NRT_CACHE", str(root))
@@ -46,7 +48,7 @@ def backbone(model_dir: Path) -> AudioLDMBackbone:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory):
+def clip(tmp_path_factory: pytest.TempPathFactory) -> AudioClip:
     n = round(CLIP_SECONDS * CLIP_RATE)
     t = np.arange(n) / CLIP_RATE
     rng = np.random.default_rng(0)
@@ -103,8 +105,10 @@ def test_writer_and_loader_round_trip(model_dir: Path, backbone: AudioLDMBackbon
     assert tok.convert_ids_to_tokens(tok("a dog barking")["input_ids"])[1:3] == ["a", "Ġdog"]
 
     scheduler = backbone.scheduler_config
-    assert (scheduler["beta_start"], scheduler["beta_end"], scheduler["beta_schedule"]) == (0.0015, 0.0195, "scaled_linear")
-    assert (scheduler["prediction_type"], scheduler["num_train_timesteps"], scheduler["clip_sample"]) == ("epsilon", 1000, False)
+    betas = (scheduler["beta_start"], scheduler["beta_end"], scheduler["beta_schedule"])
+    assert betas == (0.0015, 0.0195, "scaled_linear")
+    assert (scheduler["prediction_type"], scheduler["num_train_timesteps"]) == ("epsilon", 1000)
+    assert scheduler["clip_sample"] is False
     assert backbone.sample_rate == 16000
     assert backbone.mel.config.n_mel_channels == 64 and backbone.mel.hop_length == 160
 
@@ -178,9 +182,7 @@ def test_denoise_sees_only_the_direction_of_the_embedding(backbone: AudioLDMBack
 # -- the method on AudioLDM -----------------------------------------------------------------
 
 
-def test_step1_leaves_every_unet_weight_bit_identical(backbone: AudioLDMBackbone, clip) -> None:
-    from diffusers import DDPMScheduler
-
+def test_step1_leaves_every_unet_weight_bit_identical(backbone: AudioLDMBackbone, clip: AudioClip) -> None:
     wave = prepare_input(backbone, clip).wave
     latents = backbone.encode(wave.unsqueeze(0))
     e_tgt = backbone.encode_text([PROMPT])
@@ -197,7 +199,7 @@ def test_step1_leaves_every_unet_weight_bit_identical(backbone: AudioLDMBackbone
 
 
 @pytest.fixture(scope="module")
-def fits(backbone: AudioLDMBackbone, clip) -> dict:
+def fits(backbone: AudioLDMBackbone, clip: AudioClip) -> dict:
     """One short fit per method, with the names of the backbone's UNet weights that it changed."""
     wave = prepare_input(backbone, clip).wave
     results = {}
@@ -228,7 +230,7 @@ def test_fit_runs_and_leaves_the_base_unet_alone(backbone: AudioLDMBackbone, fit
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_generate_from_a_saved_bundle_matches_the_input(
-    backbone: AudioLDMBackbone, fits: dict, clip, tmp_path: Path, method: str
+    backbone: AudioLDMBackbone, fits: dict, clip: AudioClip, tmp_path: Path, method: str
 ) -> None:
     result, _ = fits[method]
     path = save_bundle(tmp_path / "bundle", result, backbone.info, clip, target_prompt=PROMPT)
@@ -245,7 +247,9 @@ def test_generate_from_a_saved_bundle_matches_the_input(
     assert not np.array_equal(outputs[0], outputs[1])  # η changes the edit
 
 
-def test_bundle_fitted_on_tango_is_refused(cache: Path, backbone: AudioLDMBackbone, clip, tmp_path: Path) -> None:
+def test_bundle_fitted_on_tango_is_refused(
+    cache: Path, backbone: AudioLDMBackbone, clip: AudioClip, tmp_path: Path
+) -> None:
     tango = load_backbone("tiny", device="cpu")
     wave = prepare_input(tango, clip).wave
     result = fit(tango, wave, PROMPT, FitConfig(embed_steps=1, tune_steps=1), progress=False)

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = {
     "tiny": "TANGO's architecture at toy size, random weights; written to the cache on first use (no download)",
-    "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use (no download)",
+    "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use",
 }
 KNOWN_HUB = {
     "declare-lab/tango": "TANGO, FLAN-T5 large + 866M UNet, AudioCaps (CC BY-NC-ND 4.0)",

@@ -46,7 +46,7 @@ from transformers import (
     ClapTextConfig,
     ClapTextModelWithProjection,
     PreTrainedTokenizerBase,
-    RobertaTokenizer,
+    RobertaTokenizerFast,
     SpeechT5HifiGan,
     SpeechT5HifiGanConfig,
 )
@@ -56,6 +56,7 @@ from ..hub import cache_dir, fingerprint, read_json, resolve_model_dir
 from .base import BackboneInfo, Condition, place
 from .latent import MelLatentBackbone
 from .mel import MelFrontEnd, StftConfig
+from .tango import MIN_VOCAB
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ STFT_FILE = "stft_config.json"
 # AudioLDM's STFT (audioldm.utils.default_audioldm_config, "preprocessing"); the rate and the
 # number of mels come from the vocoder's config
 AUDIOLDM_STFT = {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "mel_fmin": 0, "mel_fmax": 8000}
-MIN_VOCAB = 32  # an offline stub tokenizer has a handful of tokens
 
 
 class AudioLDMBackbone(MelLatentBackbone):
@@ -78,8 +78,8 @@ class AudioLDMBackbone(MelLatentBackbone):
         self.tokenizer = tokenizer
         self._null: Condition | None = None
 
-    def _encode(self, prompts: Sequence[str]) -> Condition:
-        # tokenised as AudioLDM's pipeline does: every prompt padded to the model's maximum
+    def encode_text(self, prompts: Sequence[str]) -> Condition:
+        """Unit CLAP text vectors ``[B, D]``, tokenised as AudioLDM's pipeline does (padded to the maximum)."""
         max_length = self.tokenizer.model_max_length
         batch = self.tokenizer(
             list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
@@ -95,12 +95,9 @@ class AudioLDMBackbone(MelLatentBackbone):
         unit = F.normalize(embeds.float(), dim=-1)
         return Condition(unit.to(self.device, self.dtype), None)
 
-    def encode_text(self, prompts: Sequence[str]) -> Condition:
-        return self._encode(prompts)
-
     def null_condition(self, like: Condition) -> Condition:
         if self._null is None:
-            self._null = self._encode([""])
+            self._null = self.encode_text([""])
         return self._null.to(like.embeds.device, like.embeds.dtype).repeat(like.batch_size)
 
     def denoise(
@@ -172,7 +169,7 @@ def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> Audi
     if unet.config.class_embed_type != "simple_projection":
         raise ModelNotFoundError(
             f"{directory / 'unet'} takes no CLAP class embedding (class_embed_type "
-            f"{unet.config.class_embed_type!r}): is this an AudioLDM 1 model?"
+            f"{unet.config.class_embed_type!r}); this loader takes AudioLDM (1) models such as cvssp/audioldm-s-full-v2"
         )
     vae = AutoencoderKL.from_pretrained(directory, subfolder="vae", torch_dtype=torch.float32)
     vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder", dtype=torch.float32)
@@ -190,6 +187,7 @@ def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> Audi
             f"{unet.config.projection_class_embeddings_input_dim}"
         )
 
+    # 3. The scheduler as published, and the front end the vocoder expects
     scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
     stft = _front_end(directory, vocoder, vae)
     revision = snapshot or fingerprint(directory, _revision_files(directory))
@@ -268,7 +266,7 @@ AUDIOLDM_SCHEDULER = {
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0-4, as in RoBERTa
 
 
-def _tiny_tokenizer(seed: int) -> RobertaTokenizer:
+def _tiny_tokenizer(seed: int) -> RobertaTokenizerFast:
     """A byte-level BPE with RoBERTa's special tokens, trained on the tiny models' word list."""
     from .tiny import VOCAB
 
@@ -287,7 +285,7 @@ def _tiny_tokenizer(seed: int) -> RobertaTokenizer:
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return RobertaTokenizer(tokenizer_object=tok, model_max_length=TINY_MAX_TOKENS)
+    return RobertaTokenizerFast(tokenizer_object=tok, model_max_length=TINY_MAX_TOKENS)
 
 
 def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:

@@ -1,0 +1,227 @@
+"""What a sweep searches and how: the fit grid, the sampling search space, budgets and resources.
+
+Names flow unchanged from the command line to Tune: the fit settings are :class:`FitConfig`
+fields (``method``, ``embed_steps``, ``tune_lr``, …) and the searched parameters are ``eta``
+and the :class:`SampleConfig` fields (``steps``, ``guidance``, ``scheduler``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Sequence
+
+from ..edit import check_etas
+from ..errors import InputError
+from ..fit import FitConfig
+from ..sample import SCHEDULERS, SampleConfig, check_seed
+
+METRIC = "sum"  # the CLAP sum: Text CLAP + Audio CLAP
+SEARCHED = ("eta", "steps", "guidance", "scheduler")
+# Fit settings that change the result; gradient checkpointing trades memory for time only.
+_FIT_KEY_FIELDS = ("method", "embed_steps", "embed_lr", "tune_steps", "tune_lr", "batch_size", "seed")
+_LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One sampling parameter: a fixed value, a range ``low:high``, or a set of choices."""
+
+    name: str
+    kind: str  # "fixed", "range" or "choice"
+    values: tuple[Any, ...]
+
+    @property
+    def fixed(self) -> bool:
+        return self.kind == "fixed"
+
+    def distribution(self):
+        """Optuna's distribution of a searched parameter."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "choice":
+            return CategoricalDistribution(list(self.values))
+        low, high = self.values
+        if isinstance(low, int):
+            # diffusion steps matter by ratio: 25 -> 50 is as big a change as 100 -> 200
+            return IntDistribution(low, high, log=low >= 1 and high >= 4 * low)
+        return FloatDistribution(low, high)
+
+    def describe(self) -> str:
+        if self.kind == "range":
+            return f"{self.values[0]:g}:{self.values[1]:g}"
+        return "|".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in self.values)
+
+
+def _check_eta(value: float) -> float:
+    return check_etas([value])[0]
+
+
+def _check_steps(value: int) -> int:
+    return SampleConfig(steps=value).steps
+
+
+def _check_guidance(value: float) -> float:
+    return float(SampleConfig(guidance=value).guidance)
+
+
+def _check_scheduler(value: str) -> str:
+    return SampleConfig(scheduler=value).scheduler
+
+
+_PARAMS: dict[str, tuple[type, Callable[[Any], Any]]] = {
+    "eta": (float, _check_eta),
+    "steps": (int, _check_steps),
+    "guidance": (float, _check_guidance),
+    "scheduler": (str, _check_scheduler),
+}
+
+
+def parse_param(name: str, texts: Sequence[str] | str) -> Param:
+    """``["0.5"]`` is fixed, ``["0.2:0.9"]`` a range, ``["0.2", "0.5", "0.8"]`` a set of choices."""
+    kind, check = _PARAMS[name]
+    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
+    if not texts:
+        raise InputError(f"--{name}: give a value, a range LOW:HIGH, or several values")
+
+    def value(text: str) -> Any:
+        try:
+            return check(kind(text.strip()))
+        except ValueError as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"--{name}: {text!r} is not a {kind.__name__} value") from None
+
+    if len(texts) == 1 and ":" in texts[0] and kind is not str:
+        low_text, _, high_text = texts[0].partition(":")
+        low, high = value(low_text), value(high_text)
+        if not low < high:
+            raise InputError(f"--{name}: the range {texts[0]!r} must run from low to high")
+        return Param(name, "range", (low, high))
+    values = tuple(dict.fromkeys(value(t) for t in texts))
+    if any(":" in t for t in texts):
+        raise InputError(f"--{name}: give one range LOW:HIGH or a list of values, not both ({' '.join(texts)})")
+    return Param(name, "fixed" if len(values) == 1 else "choice", values)
+
+
+def fit_grid(base: FitConfig, grid: dict[str, Sequence[Any]]) -> list[FitConfig]:
+    """Every combination of the values in ``grid`` over ``base``, one per distinct fit."""
+    names = list(grid)
+    configs: dict[str, FitConfig] = {}
+    for combo in itertools.product(*(grid[n] for n in names)):
+        config = replace(base, **dict(zip(names, combo)))
+        configs.setdefault(json.dumps(fit_identity(config), sort_keys=True), config)
+    return list(configs.values())
+
+
+def fit_identity(config: FitConfig) -> dict[str, Any]:
+    """The settings that make one fit differ from another (LoRA's only for LoRA)."""
+    data = config.to_dict()
+    keep = _FIT_KEY_FIELDS + (_LORA_FIELDS if config.method == "lora" else ())
+    out = {k: data[k] for k in keep}
+    if config.method == "lora":
+        out["lora_alpha"] = config.lora["alpha"]
+    return out
+
+
+def fit_key(config: FitConfig, model: str, dtype: str, clip_identity: dict[str, Any]) -> str:
+    """``<method>-<hash>`` of the fit settings, the backbone and the clip (input, prompt, mask)."""
+    data = {"model": model, "dtype": dtype, "fit": fit_identity(config), "clip": clip_identity}
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{config.method}-{digest}"
+
+
+@dataclass
+class Resources:
+    """What each kind of work asks Ray for. GPUs are asked for only when ``gpu`` is true."""
+
+    gpu: bool = False
+    fit_cpus: float = field(default=1.0, metadata={"help": "CPUs of a fit task"})
+    trial_cpus: float = field(default=1.0, metadata={"help": "CPUs of a trial"})
+    trial_gpus: float = field(default=0.25, metadata={"help": "GPU fraction of a trial"})
+
+    def __post_init__(self) -> None:
+        for name in ("fit_cpus", "trial_cpus"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.trial_gpus <= 1:
+            raise InputError(f"trial_gpus must lie in (0, 1], got {self.trial_gpus}")
+
+    def fit_options(self) -> dict[str, float]:
+        return {"num_cpus": self.fit_cpus, "num_gpus": 1 if self.gpu else 0}
+
+    def trial(self) -> dict[str, float]:
+        return {"cpu": self.trial_cpus, "gpu": self.trial_gpus if self.gpu else 0}
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs besides its clips. Checked on construction."""
+
+    storage: str = field(default="sweep-results", metadata={"help": "local directory, s3:// or gs:// URI"})
+    model: str = field(default="tiny", metadata={"help": "backbone: hub id, directory or built-in name"})
+    device: str = field(default="auto", metadata={"help": "where workers run the model: auto, cpu or cuda"})
+    dtype: str = field(default="fp32", metadata={"help": "backbone precision"})
+    fits: tuple[FitConfig, ...] = field(default=(FitConfig(),), metadata={"help": "the distinct fit settings"})
+    space: dict[str, Param] = field(default_factory=dict, metadata={"help": "eta, steps, guidance, scheduler"})
+    seed: int = field(default=0, metadata={"help": "sampling seed of every trial, and the searcher's"})
+    trials: int = field(default=16, metadata={"help": "trials per clip and fit setting"})
+    concurrent_trials: int = field(default=2, metadata={"help": "trials of one clip and setting at once"})
+    clap: str = field(default="tiny", metadata={"help": "CLAP model that scores the trials"})
+    optuna_storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL of Optuna's studies"})
+    max_retries: int = field(default=2, metadata={"help": "retries of a fit or trial that raised"})
+    max_clips: int | None = field(default=None, metadata={"help": "clips in flight at once (None: by cluster size)"})
+    resources: Resources = field(default_factory=Resources)
+    resume: bool = field(default=False, metadata={"help": "continue the clips this storage already holds"})
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device must be auto, cpu or cuda for a sweep, got {self.device!r}")
+        self.fits = tuple(self.fits)
+        if not self.fits:
+            raise InputError("give at least one fit setting")
+        defaults = default_space()
+        self.space = {name: self.space.get(name, defaults[name]) for name in SEARCHED}
+        check_seed(self.seed)
+        for name in ("trials", "concurrent_trials"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise InputError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise InputError(f"max_clips must be >= 1, got {self.max_clips}")
+
+    @property
+    def searched(self) -> dict[str, Param]:
+        return {name: p for name, p in self.space.items() if not p.fixed}
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's constants: the fixed parameters and the seed (the searcher fills in the rest)."""
+        return {**{n: p.values[0] for n, p in self.space.items() if p.fixed}, "seed": self.seed}
+
+
+def default_space() -> dict[str, Param]:
+    d = SampleConfig()
+    return {
+        "eta": parse_param("eta", "0:1"),
+        "steps": parse_param("steps", str(d.steps)),
+        "guidance": parse_param("guidance", f"{d.guidance}"),
+        "scheduler": parse_param("scheduler", d.scheduler),
+    }
+
+
+# Defaults of the command line by situation: the paper's settings for a real backbone; a few
+# minutes in all for the built-in tiny one on a laptop; seconds for --smoke-test (CI).
+PRESETS: dict[str, dict[str, Any]] = {
+    "model": {"embed_steps": [500], "tune_steps": [1500], "eta": ["0:1"], "steps": ["50:200"],
+              "guidance": ["1:6"], "trials": 24},
+    "tiny": {"embed_steps": [20], "tune_steps": [40], "eta": ["0:1"], "steps": ["10:40"],
+             "guidance": ["1:6"], "trials": 6},
+    "smoke": {"embed_steps": [3], "tune_steps": [3], "eta": ["0:1"], "steps": ["3"],
+              "guidance": ["1:6"], "trials": 2},
+}
+
+__all__ = ["METRIC", "PRESETS", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",
+           "parse_param", "SCHEDULERS"]

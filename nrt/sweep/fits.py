@@ -1,0 +1,160 @@
+"""Steps 1 and 2 of every (clip, fit setting), each once, as Ray tasks that hold a whole GPU.
+
+A fit is skipped when its bundle is in the storage root already, and a
+:class:`FitCoordinator` (one named actor per cluster) hands every caller that asks for a fit
+still running the same task, so that no fit is computed twice even when two ask at once.
+Every attempt leaves a small record under ``fits/<clip_id>/<fit_key>/`` (host, state, error).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import math
+import socket
+import tempfile
+import time
+import traceback
+from collections import Counter
+from typing import Any
+
+import ray
+
+from ..errors import NrtError
+from ..storage import Storage, bundle_ready, bundle_rel, new_attempt_rel
+from .clips import ClipJob, load_clip_audio
+
+logger = logging.getLogger(__name__)
+
+COORDINATOR = "nrt-fit-coordinator"
+NAMESPACE = "nrt"
+
+
+class FitDiverged(NrtError):
+    """A fit whose losses are not finite: its bundle would edit nothing but noise."""
+
+
+def worker_device(preference: str) -> str:
+    """``cuda`` where this worker was given a GPU that torch can see, else ``cpu``."""
+    import torch
+
+    if preference == "cpu":
+        return "cpu"
+    if torch.cuda.is_available() and ray.get_gpu_ids():
+        return "cuda"
+    if preference == "cuda":
+        raise NrtError("the sweep asked for --device cuda, but this worker has no CUDA device")
+    return "cpu"
+
+
+def use_assigned_cpus() -> None:
+    """One torch thread per CPU Ray gave this worker (more only fight over the same cores)."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def free_accelerator() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _attempt(storage: Storage, rel: str, state: str, started: float, **info: Any) -> None:
+    storage.write_json(rel, {
+        "state": state,
+        "host": socket.gethostname(),
+        "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 3),
+        **info,
+    })
+
+
+def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
+               model: str, dtype: str, device: str) -> dict[str, Any]:
+    """Fit ``job`` with the settings ``fit`` and publish the bundle; reuse it when it exists."""
+    from ..backbones import load_backbone
+    from ..bundle import save_bundle
+    from ..edit import latent_weight, prepare_input
+    from ..fit import FitConfig, fit as run_fit
+
+    rel = bundle_rel(job.clip_id, key)
+    if bundle_ready(storage, rel):
+        return {"bundle": rel, "computed": False}
+    started = time.time()
+    attempt = new_attempt_rel(job.clip_id, key)
+    _attempt(storage, attempt, "running", started, fit=fit)
+    try:
+        use_assigned_cpus()
+        config = FitConfig(**fit)
+        backbone = load_backbone(model, device=worker_device(device), dtype=dtype)
+        clip = load_clip_audio(storage, job)
+        prepared = prepare_input(backbone, clip)
+        mask = None if job.mask is None else [tuple(r) for r in job.mask]
+        result = run_fit(backbone, prepared.wave, job.target_prompt, config,
+                         latent_weight=latent_weight(backbone, clip, mask), progress=False)
+        bad = [name for name, value in result.losses.items() if not math.isfinite(value)]
+        if bad:
+            raise FitDiverged(f"fit of {job.clip_id} ({key}) diverged: {', '.join(bad)} not finite; lower the learning rates")
+        with tempfile.TemporaryDirectory(prefix="nrt-bundle-") as tmp:
+            local = storage.local_path(rel) if storage.is_local else f"{tmp}/bundle"
+            save_bundle(local, result, backbone.info, clip, target_prompt=job.target_prompt,
+                        edit_type=job.edit_type, mask=mask, overwrite=True)
+            if not storage.is_local:
+                storage.put_dir(local, rel, index="bundle.json")
+    except BaseException as exc:
+        _attempt(storage, attempt, "failed", started, fit=fit, error=f"{type(exc).__name__}: {exc}",
+                 traceback=traceback.format_exc(limit=20))
+        raise
+    finally:
+        backbone = None
+        free_accelerator()
+    _attempt(storage, attempt, "done", started, fit=fit, bundle=rel, losses=result.losses)
+    return {"bundle": rel, "computed": True, "seconds": round(time.time() - started, 3), "losses": result.losses}
+
+
+fit_task = ray.remote(fit_bundle)
+
+
+@ray.remote(num_cpus=0)
+class FitCoordinator:
+    """Runs each fit once: a second caller of a fit in flight waits on the first one's task."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], ray.ObjectRef] = {}
+        self._counts: Counter[str] = Counter()
+
+    async def ensure(self, key: tuple[str, str], fn: Any, args: tuple, options: dict[str, Any]) -> dict[str, Any]:
+        ref = self._running.get(key)
+        owner = ref is None
+        if owner:
+            ref = fn.options(**options).remote(*args)
+            self._running[key] = ref
+        else:
+            self._counts["joined"] += 1
+        try:
+            result = await ref
+        except Exception:
+            self._counts["failed"] += owner
+            raise
+        finally:
+            if self._running.get(key) is ref:
+                del self._running[key]
+        if owner:
+            self._counts["computed" if result.get("computed") else "reused"] += 1
+        return result
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+def coordinator() -> "ray.actor.ActorHandle":
+    """The cluster's fit coordinator, started on first use. It outlives a killed driver, so a
+    resumed sweep joins the fits that are still running instead of starting them again."""
+    return FitCoordinator.options(
+        name=COORDINATOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote()

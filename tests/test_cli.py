@@ -1,0 +1,127 @@
+"""The `nrt` command line as a user runs it: outputs, exit codes, one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from nrt.cli import build_parser, main
+
+FAST_FIT = ["--embed-steps", "3", "--tune-steps", "3"]
+FAST_SAMPLE = ["--steps", "3"]
+
+
+@pytest.fixture()
+def model(tiny_dir):
+    return ["--model", str(tiny_dir), "--device", "cpu", "--quiet"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_then_generate(tmp_path, tone_wav, model, capsys):
+    bundle = tmp_path / "bundle"
+    code, out, err = run(["fit", str(tone_wav), "a dog barks", "-o", str(bundle), *FAST_FIT, *model], capsys)
+    assert code == 0, err
+    assert (bundle / "bundle.json").exists() and out.strip() == str(bundle)
+    code, out, err = run(["generate", str(bundle), "--eta", "0.2", "0.8", "-o", str(tmp_path / "gen"),
+                          "--format", "flac", *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    files = sorted((tmp_path / "gen").iterdir())
+    assert [f.name for f in files] == ["eta-0.20.flac", "eta-0.80.flac"]
+    info = sf.info(files[0])
+    assert (info.samplerate, info.frames) == (16000, 16000)
+
+
+def test_edit_to_one_file_keeps_the_bundle_beside_it(tmp_path, model, capsys):
+    rate = 44100
+    t = np.arange(int(0.8 * rate) + 11) / rate
+    sf.write(tmp_path / "in.wav", np.stack([np.sin(2 * np.pi * 300 * t)] * 2, 1) * 0.2, rate, subtype="PCM_24")
+    out_file = tmp_path / "edit.wav"
+    code, out, err = run(["edit", str(tmp_path / "in.wav"), "a bell", "--eta", "0.5", "-o", str(out_file),
+                          *FAST_FIT, *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    info = sf.info(out_file)
+    assert (info.samplerate, info.channels, info.frames) == (rate, 2, len(t))
+    assert (tmp_path / "edit.bundle" / "bundle.json").exists()
+
+
+def test_inpainting_finds_the_gap(tmp_path, model, capsys):
+    rate = 16000
+    audio = 0.3 * np.sin(2 * np.pi * 400 * np.arange(rate) / rate)
+    audio[4000:9000] = 0
+    sf.write(tmp_path / "gap.wav", audio, rate)
+    code, _, err = run(["edit", str(tmp_path / "gap.wav"), "a bell", "--edit-type", "inpainting", "--eta", "0.5",
+                        "-o", str(tmp_path / "e.wav"), *FAST_FIT, *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    out, _ = sf.read(tmp_path / "e.wav")
+    keep = np.ones(rate, bool)
+    keep[4000:9000] = False
+    np.testing.assert_allclose(out[keep], audio[keep], atol=1 / 32768)  # 16-bit output of the same samples
+
+
+def test_sdedit_writes_one_file_per_strength(tmp_path, tone_wav, model, capsys):
+    code, out, err = run(["sdedit", str(tone_wav), "rain", "--strength", "0.3", "0.6", "-o", str(tmp_path / "s"),
+                          *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["strength-0.30.wav", "strength-0.60.wav"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["edit", "{missing}", "x", "-o", "{out}"], "no such file"),
+        (["edit", "{corrupt}", "x", "-o", "{out}"], "not a readable audio file"),
+        (["edit", "{tone}", "x", "--eta", "1.5", "-o", "{out}"], "eta must lie in [0, 1]"),
+        (["edit", "{tone}", "x", "--steps", "0", "-o", "{out}"], "steps"),
+        (["edit", "{tone}", "x", "--max-seconds", "0.6", "-o", "{out}"], "too long"),
+        (["edit", "{tone}", "", "-o", "{out}"], "prompt is empty"),
+        (["edit", "{tone}", "x", "--mask", "3-2", "-o", "{out}"], "must be before end"),
+        (["generate", "{nobundle}", "-o", "{out}"], "no bundle.json"),
+        (["fit", "{tone}", "x", "--method", "qlora", "-o", "{out}"], "invalid choice"),
+        (["edit", "{tone}", "x", "--model", "nobody/nothing", "-o", "{out}"], "nobody/nothing"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, tmp_path, tone_wav, capsys):
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    (tmp_path / "nobundle").mkdir()
+    paths = {"missing": tmp_path / "missing.wav", "corrupt": tmp_path / "corrupt.wav", "tone": tone_wav,
+             "out": tmp_path / "out.wav", "nobundle": tmp_path / "nobundle"}
+    argv = [a.format(**paths) for a in argv] + ["--quiet"]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("nrt: error:") and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.bundle").exists()
+
+
+def test_help_names_every_option_and_default():
+    text = build_parser()._subparsers._group_actions[0].choices["edit"].format_help()
+    for flag in ["--model", "--device", "--dtype", "--eta", "--steps", "--guidance", "--seed", "--method",
+                 "--embed-steps", "--embed-lr", "--tune-steps", "--tune-lr", "--lora-rank", "--mask",
+                 "--output", "--quiet"]:
+        assert flag in text
+    assert "(default: 500)" in text and "(default: 1500)" in text and "(default: 200)" in text
+
+
+def test_models_and_bench(capsys, tiny_dir):
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "tiny" in out and "declare-lab/tango" in out
+    code, out, err = run(["bench", "--model", str(tiny_dir), "--device", "cpu", "--seconds", "1", "--iters", "1"],
+                         capsys)
+    assert code == 0, err
+    for stage in ["step 1", "step 2 full", "step 2 LoRA", "sampling"]:
+        assert stage in out
+    assert out.count("s/step") == 4
+
+
+def test_console_script_exit_code(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nrt.cli", "generate", str(tmp_path), "-o", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "bundle.json" in result.stderr
