@@ -53,7 +53,7 @@ from .masks import Range, find_silence_gaps, validate_ranges
 from .onsets import OnsetConfig
 from .report import write_json, write_reports
 from .sample import SampleConfig, check_seed
-from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, load_scorer
+from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, check_scorer, load_scorer
 from .sdedit import check_strengths, sdedit
 
 logger = logging.getLogger(__name__)
@@ -517,6 +517,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """Run the protocol on checked clips and write every output; returns what ``results.json`` holds."""
     root = Path(output_dir)
+    check_scorer(config.clap)
     holdout = read_holdout(config.fixed_eta_holdout, config) if config.fixed_eta_holdout else None
     if config.figure_clip is not None and config.figure_clip not in {c.clip_id for c in clips}:
         raise InputError(f"--figure-clip {config.figure_clip!r} is not a clip of this run")

@@ -109,8 +109,25 @@ def fit(
     # 1. Encode the input and the prompt once; the frozen parts then leave the accelerator
     latents = backbone.encode(wave.unsqueeze(0)).to(backbone.device)
     e_tgt = backbone.encode_text([prompt])
-    if backbone.device.type != "cpu":
+    offload = backbone.device.type != "cpu"
+    if offload:
         backbone.offload_frozen("cpu")
+    try:
+        return _fit_latents(backbone, latents, e_tgt, config, latent_weight, progress, started)
+    finally:
+        if offload:
+            backbone.restore_frozen()
+
+
+def _fit_latents(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    e_tgt: Condition,
+    config: FitConfig,
+    latent_weight: torch.Tensor | None,
+    progress: bool,
+    started: float,
+) -> FitResult:
     scheduler = DDPMScheduler.from_config(backbone.scheduler_config)
     weight = None if latent_weight is None else latent_weight.to(backbone.device)
     probe = ProbeSet.make(latents.shape, scheduler.config.num_train_timesteps, seed=config.seed + 1)

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .clap import DEFAULT_MODEL, ClapScorer, LaionClapScorer, WindowedClapScorer, cosine_scores
+from .clap import DEFAULT_MODEL, ClapScorer, LaionClapScorer, WindowedClapScorer, cosine_scores, resolve_model
+from .errors import ModelNotFoundError
 from .masks import Range, ranges_to_sample_mask
 from .onsets import OnsetConfig, detect_onsets, onset_scores
 
@@ -39,12 +40,23 @@ def load_scorer(
 
 def describe_clap(name: str | os.PathLike) -> str:
     """The sentence to show next to CLAP numbers, saying what they can be compared with."""
+    table1 = "the paper's Table 1 used Microsoft's CLAP"
     if str(name) == "tiny":
-        return "CLAP: the built-in tiny model with random weights; its scores mean nothing beyond testing."
-    return (
-        f"CLAP: {Path(str(name)).name if str(name).endswith('.pt') else name} (LAION). Not comparable with "
-        "the paper's Table 1, which used Microsoft's CLAP."
-    )
+        return (
+            "CLAP: the built-in tiny model with random weights, for tests; its scores mean nothing "
+            f"(and LAION CLAP scores are not comparable with Table 1 either: {table1})."
+        )
+    shown = Path(str(name)).name if str(name).endswith(".pt") else str(name)
+    return f"CLAP: {shown} (LAION). Not comparable with the paper's Table 1 numbers: {table1}."
+
+
+def check_scorer(name: str | os.PathLike) -> None:
+    """Fail now, in one line, if the CLAP model cannot be had; nothing is loaded."""
+    if str(name).endswith(".pt"):
+        if not Path(name).expanduser().is_file():
+            raise ModelNotFoundError(f"laion-clap checkpoint {str(name)!r} not found")
+        return
+    resolve_model(name)
 
 
 class ReferenceScorer:
@@ -118,4 +130,4 @@ class ReferenceScorer:
         return rows
 
 
-__all__ = ["DEFAULT_ONSET_TOLERANCE", "ReferenceScorer", "describe_clap", "load_scorer"]
+__all__ = ["DEFAULT_ONSET_TOLERANCE", "ReferenceScorer", "check_scorer", "describe_clap", "load_scorer"]

@@ -117,11 +117,12 @@ def test_builtin_tiny_audioldm_is_written_once(cache: Path) -> None:
     first = load_backbone("tiny-audioldm", device="cpu")
     assert isinstance(first, AudioLDMBackbone)
     assert first.info.model_id == "tiny-audioldm"
-    written = sorted(cache.iterdir())
-    assert [p.name for p in written] == ["tiny-audioldm-v1"]
-    stamp = (written[0] / "model_index.json").stat().st_mtime_ns
+    index = cache / "tiny-audioldm-v1" / "model_index.json"
+    assert index.exists()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no staging left behind
+    stamp = index.stat().st_mtime_ns
     second = load_backbone("tiny-audioldm", device="cpu")
-    assert (written[0] / "model_index.json").stat().st_mtime_ns == stamp
+    assert index.stat().st_mtime_ns == stamp
     assert second.info.revision == first.info.revision
 
 
@@ -164,6 +165,28 @@ def test_encode_text_gives_unit_vectors_without_mask(backbone: AudioLDMBackbone)
     null = backbone.null_condition(Condition(condition.embeds[:2]))
     assert null.embeds.shape == (2, condition.embeds.shape[1]) and null.mask is None
     torch.testing.assert_close(null.embeds, condition.embeds[2:].repeat(2, 1))
+
+
+def test_parity_with_diffusers_audioldm_pipeline(backbone: AudioLDMBackbone) -> None:
+    """Prompts and the denoiser call as diffusers' (deprecated) AudioLDMPipeline makes them."""
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "AudioLDMPipeline"):
+        pytest.skip("this diffusers has no AudioLDMPipeline")
+    pipe = diffusers.AudioLDMPipeline(
+        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
+        scheduler=diffusers.DDIMScheduler.from_config(backbone.scheduler_config), vocoder=backbone.vocoder,
+    )
+    prompts = [PROMPT, "church bells ringing"]
+    # the pipeline returns [negative ("") rows, prompt rows], L2-normalised
+    reference = pipe._encode_prompt(prompts, torch.device("cpu"), 1, True)
+    condition = backbone.encode_text(prompts)
+    torch.testing.assert_close(condition.embeds, reference[2:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(backbone.null_condition(condition).embeds, reference[:2], atol=1e-6, rtol=0)
+
+    latents = torch.randn(2, *backbone.latent_shape(16000))
+    timesteps = torch.tensor([3, 900])
+    expected = pipe.unet(latents, timesteps, encoder_hidden_states=None, class_labels=reference[2:]).sample
+    torch.testing.assert_close(backbone.denoise(latents, timesteps, condition), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_denoise_sees_only_the_direction_of_the_embedding(backbone: AudioLDMBackbone) -> None:

@@ -31,11 +31,9 @@ from nrt.backbones.convert import (
     vae_state_dict_from_diffusers,
     vae_state_dict_to_diffusers,
 )
-from nrt.backbones.mel import MelFrontEnd, StftConfig
+from nrt.backbones.mel import MelFrontEnd, StftConfig, tacotron_stft_buffers
 
-FORMATS = Path(__file__).resolve().parents[2] / "shared" / "formats" / "tango"
-if not FORMATS.is_dir():
-    FORMATS = Path("/work/shared/formats/tango")
+FORMATS = Path(__file__).resolve().parent / "data" / "tango"  # TANGO's published config files
 
 # Max abs difference relative to the reference's max abs value. In float64 the converted
 # VAE agrees to 5e-15 (the arithmetic is the same); in float32 the two orders of summation
@@ -306,6 +304,24 @@ def test_mel_front_end_matches_tacotron_stft(audioldm, monkeypatch) -> None:
     # Log-mel, so an absolute tolerance: the DFT by convolution and torch.stft's FFT differ
     # by float32 rounding, measured max 1.2e-6 (mean 1.7e-7) on log values in -2.8..-0.3.
     assert (got.transpose(1, 2) - ref).abs().max().item() < 1e-4
+
+
+def test_stft_buffers_equal_tacotron_stft_state(audioldm, monkeypatch) -> None:
+    """What nrt writes as pytorch_model_stft.bin is the original module's state dict."""
+    def pad_center(data, size, **kwargs):
+        return librosa.util.pad_center(data, size=size, **kwargs)
+
+    def mel(sr, n_fft, n_mels, fmin, fmax):
+        return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+    monkeypatch.setattr(audioldm.stft, "pad_center", pad_center)
+    monkeypatch.setattr(audioldm.stft, "librosa_mel_fn", mel)
+    cfg = json.loads((FORMATS / "mustango-stft_config.json").read_text())
+    reference = audioldm.stft.TacotronSTFT(**cfg).state_dict()
+    ours = tacotron_stft_buffers(StftConfig.from_dict(cfg))
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], reference[key], atol=1e-6, rtol=1e-5)
 
 
 # -- what cannot be mapped -------------------------------------------------------------------

@@ -122,3 +122,15 @@ def test_bad_sampling_settings_are_refused(kwargs):
 def test_bad_seed_is_refused(seed):
     with pytest.raises(InputError, match="seed"):
         check_seed(seed)
+
+
+def test_half_precision_runs_end_to_end(tiny_dir, tone_wav, tmp_path):
+    from nrt.backbones import load_backbone
+
+    backbone = load_backbone(str(tiny_dir), device="cpu", dtype="bf16")
+    assert backbone.unet.dtype == torch.bfloat16 and backbone.vae.dtype == torch.float32
+    clip = load_audio(tone_wav)
+    bundle = _bundle(backbone, clip, tmp_path, method="full")
+    assert all(v.dtype == torch.float32 for v in bundle.unet_state.values())  # trained in float32
+    out = generate(backbone, bundle, [0.5], SampleConfig(steps=3), progress=False)[0]
+    assert out.shape == clip.samples.shape and np.isfinite(out).all()

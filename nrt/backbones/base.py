@@ -153,6 +153,10 @@ class Backbone(abc.ABC):
     def offload_frozen(self, device: torch.device | str = "cpu") -> None:
         """Move the VAE, vocoder and text encoder to ``device`` (the UNet stays put)."""
 
+    def restore_frozen(self) -> None:
+        """Bring the frozen parts back to the UNet's device after :meth:`offload_frozen`."""
+        self.offload_frozen(self.device)
+
 
 def place(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Move a module, and cast it only where the dtype really changes."""

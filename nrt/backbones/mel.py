@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import librosa
+import numpy as np
+import scipy.signal
 import torch
 
 
@@ -76,3 +78,28 @@ class MelFrontEnd(torch.nn.Module):
         )
         mel = torch.matmul(self.mel_basis, spec.abs())
         return torch.log(torch.clamp(mel, min=1e-5)).transpose(1, 2)
+
+
+def tacotron_stft_buffers(config: StftConfig) -> dict[str, torch.Tensor]:
+    """The tensors of a ``pytorch_model_stft.bin`` (the original TacotronSTFT's state dict).
+
+    nrt computes its mel with ``torch.stft``; these buffers are written for layout fidelity
+    and compared on load, so that a checkpoint whose front end differs is noticed.
+    """
+    n_fft = config.filter_length
+    basis = np.fft.fft(np.eye(n_fft))
+    cutoff = n_fft // 2 + 1
+    basis = np.vstack([np.real(basis[:cutoff]), np.imag(basis[:cutoff])])
+    inverse = np.linalg.pinv(n_fft / config.hop_length * basis).T
+    window = scipy.signal.get_window("hann", config.win_length, fftbins=True)
+    window = librosa.util.pad_center(window, size=n_fft)
+    forward = torch.from_numpy(basis[:, None, :] * window).float()
+    inverse = torch.from_numpy(inverse[:, None, :] * window).float()
+    mel = librosa.filters.mel(
+        sr=config.sampling_rate, n_fft=n_fft, n_mels=config.n_mel_channels, fmin=config.mel_fmin, fmax=config.mel_fmax
+    )
+    return {
+        "mel_basis": torch.from_numpy(mel).float(),
+        "stft_fn.forward_basis": forward,
+        "stft_fn.inverse_basis": inverse,
+    }

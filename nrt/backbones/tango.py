@@ -45,7 +45,8 @@ TANGO_FILES = (
 KNOWN_UNET_CONFIGS = {"diffusion_model_config.json": "tango-unet-config.json"}
 KNOWN_SCHEDULERS = {"stabilityai/stable-diffusion-2-1": "sd21-scheduler.json"}
 TEXT_ENCODER_FILES = ("config.json", "tokenizer*", "spiece.model", "special_tokens_map.json")
-MIN_VOCAB = 32  # an offline stub tokenizer has a handful of tokens
+MIN_VOCAB = 32
+TEXT_CACHE_SIZE = 64  # prompts whose encoder states are kept (a sweep asks for the same few)  # an offline stub tokenizer has a handful of tokens
 
 
 class TangoBackbone(MelLatentBackbone):
@@ -56,6 +57,7 @@ class TangoBackbone(MelLatentBackbone):
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self._null_cache: dict[int, Condition] = {}
+        self._text_cache: dict[tuple[str, ...], Condition] = {}
 
     def _tokens_to_condition(self, batch: dict) -> Condition:
         device = self.text_encoder.device
@@ -67,6 +69,14 @@ class TangoBackbone(MelLatentBackbone):
         return Condition(hidden.to(self.device, self.dtype), mask)
 
     def encode_text(self, prompts: Sequence[str]) -> Condition:
+        key = tuple(prompts)
+        if key not in self._text_cache:
+            if len(self._text_cache) >= TEXT_CACHE_SIZE:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[key] = self._encode_text(key)
+        return self._text_cache[key].to(self.device, self.dtype)
+
+    def _encode_text(self, prompts: Sequence[str]) -> Condition:
         batch = self.tokenizer(
             list(prompts),
             max_length=self.tokenizer.model_max_length,
@@ -107,6 +117,7 @@ class TangoBackbone(MelLatentBackbone):
         super().to(device, dtype)
         place(self.text_encoder, device, dtype)
         self._null_cache.clear()
+        self._text_cache.clear()
         return self
 
 
@@ -180,6 +191,16 @@ def _load_strict(module: torch.nn.Module, state_dict: dict, what: str, allow_mis
         )
 
 
+def _check_front_end(path: Path, stft: StftConfig) -> None:
+    """Warn when the checkpoint's stored mel filters differ from the ones nrt computes."""
+    if not path.exists():
+        return
+    stored = load_weights(path).get("mel_basis")
+    ours = MelFrontEnd(stft).mel_basis
+    if stored is None or stored.shape != ours.shape or not torch.allclose(stored.float(), ours, atol=1e-5):
+        logger.warning("%s: the stored mel filters differ from stft_config.json's; edits may be off", path)
+
+
 def load_tango(name_or_path: str | Path, revision: str | None = None) -> TangoBackbone:
     """Load a TANGO-layout model from a directory or a hub id onto diffusers/transformers modules."""
     directory, snapshot = resolve_model_dir(
@@ -214,6 +235,7 @@ def load_tango(name_or_path: str | Path, revision: str | None = None) -> TangoBa
     vae = convert.build_vae(vae_config, vae_state)
     vocoder = convert.build_vocoder(vocoder_config, vocoder_state)
 
+    _check_front_end(directory / "pytorch_model_stft.bin", stft)
     revision = snapshot or fingerprint(directory, [*TANGO_FILES, "pytorch_model_stft.bin"])
     info = BackboneInfo(kind="tango", model_id=str(name_or_path), revision=revision)
     logger.info("loaded TANGO model %s (%s)", name_or_path, revision)

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerFast, SpeechT5HifiGan, T5Config, T5E
 
 from ..hub import cache_dir
 from . import convert
+from .mel import StftConfig, tacotron_stft_buffers
 
 FORMAT = 1  # bump when the files written here change
 
@@ -160,6 +161,7 @@ def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_p
         {f"vocoder.{k}": v for k, v in convert.hifigan_state_dict_from_speecht5(vocoder.state_dict()).items()}
     )
     torch.save(vae_state, directory / "pytorch_model_vae.bin")
+    torch.save(tacotron_stft_buffers(StftConfig.from_dict(STFT_CONFIG)), directory / "pytorch_model_stft.bin")
 
     # 4. Configs
     scheduler = json.loads((Path(__file__).parent / "data" / "sd21-scheduler.json").read_text())

@@ -173,6 +173,7 @@ def plot_trials(trials: Sequence[dict[str, Any]], title: str, note: str) -> byte
         if scatter is not None:
             figure.colorbar(scatter, ax=axes, label="diffusion steps")
         axes.set_xlim(-0.02, 1.02)
+        axes.ticklabel_format(axis="y", useOffset=False)
         axes.set_xlabel("η")
         axes.set_ylabel("CLAP sum (text + audio)")
         axes.set_title(title, fontsize=9)

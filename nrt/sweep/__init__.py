@@ -1,0 +1,17 @@
+"""The sweep: per clip, fit once per fit setting, then search η, steps and guidance with Optuna
+under Ray Tune, scored by the CLAP sum; the best of each clip goes to the registry.
+
+``python tune/sweep.py`` is the command line; :func:`run_sweep` the same from Python;
+:func:`submit_clip` starts one clip's sweep on a running Ray (the service's uploads use it).
+"""
+
+from .clips import ClipJob, ManifestClip, read_clips, stage_clip
+from .config import PRESETS, Param, Resources, SweepConfig, fit_grid, fit_key, parse_param
+from .runner import SweepResult, connect, run_sweep
+from .search import EDIT_WORK, Work, submit_clip, sweep_clip
+
+__all__ = [
+    "EDIT_WORK", "PRESETS", "ClipJob", "ManifestClip", "Param", "Resources", "SweepConfig", "SweepResult", "Work",
+    "connect", "fit_grid", "fit_key", "parse_param", "read_clips", "run_sweep", "stage_clip", "submit_clip",
+    "sweep_clip",
+]

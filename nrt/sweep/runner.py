@@ -1,0 +1,175 @@
+"""The sweep's driver: check the clips, stage them, start Ray, keep clips in flight, report.
+
+Every clip runs from its own driver task (:mod:`nrt.sweep.search`); this process only keeps a
+window of them in flight, relays their progress and writes the final table. Killed and run
+again with ``resume``, it skips the clips the registry holds, reuses every bundle and restores
+each unfinished Tune experiment from ``tune/<clip_id>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import ray
+
+from ..errors import InputError
+from ..storage import Storage, read_registry_entry
+from .clips import ManifestClip, read_clips, stage_clip
+from .config import SweepConfig
+from .fits import coordinator
+from .progress import describe, open_board, render_csv, write_status
+from .search import EDIT_WORK, Work, open_study_storage, optuna_url, submit_clip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    """One row per clip of the manifest, in its order; the fit counts of this run."""
+
+    rows: list[dict[str, Any]]
+    fits: dict[str, int]
+    seconds: float
+    storage: str
+
+    @property
+    def failed(self) -> list[str]:
+        return [r["clip_id"] for r in self.rows if r["status"] == "failed"]
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+            log_to_driver: bool = False) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), or
+    start a local Ray. True when Ray was started here, to be shut down when the sweep ends."""
+    if ray.is_initialized():
+        return False
+    common = {"log_to_driver": log_to_driver, "namespace": "nrt"}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **common)
+    else:
+        # "local" starts a fresh Ray instead of joining whatever /tmp/ray/ray_current_cluster names
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **common)
+    return True
+
+
+def _previous(storage: Storage, clips: Sequence[ManifestClip]) -> tuple[dict[str, dict], list[str]]:
+    finished, started = {}, []
+    for clip in clips:
+        entry = read_registry_entry(storage, clip.job.clip_id)
+        if entry is not None:
+            finished[clip.job.clip_id] = entry
+        elif storage.exists(f"tune/{clip.job.clip_id}"):
+            started.append(clip.job.clip_id)
+    return finished, started
+
+
+def _earlier_row(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"clip_id": entry["clip_id"], "status": "earlier", **entry["best"], **entry["scores"],
+            "trials": entry["trials"]["run"], "trials_failed": entry["trials"]["failed"],
+            "seconds": entry.get("seconds", 0.0), "bundle": entry["bundle"]}
+
+
+def run_sweep(
+    manifest: str | os.PathLike,
+    config: SweepConfig,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    work: Work = EDIT_WORK,
+    on_progress: Callable[[str], None] | None = None,
+    log_to_driver: bool = False,
+    poll_seconds: float = 1.0,
+) -> SweepResult:
+    """Sweep every clip of ``manifest``; see the module's docstring."""
+    started = time.time()
+    say = on_progress or (lambda line: logger.info("%s", line))
+
+    # 1. Every row checked (ids, files, audio, masks) before anything heavy starts
+    clips = read_clips(manifest)
+    storage = Storage(config.storage)
+    finished, begun = _previous(storage, clips)
+    if not config.resume and (finished or begun):
+        held = sorted(set(finished) | set(begun))
+        raise InputError(
+            f"storage {storage.root} already holds results for {', '.join(held[:5])}"
+            f"{' and more' if len(held) > 5 else ''}: pass --resume to continue (finished clips are "
+            "skipped, bundles reused), or choose another --storage"
+        )
+    todo = [c for c in clips if c.job.clip_id not in finished]
+    for clip_id in finished:
+        say(f"{clip_id}: done earlier, skipped (registry/{clip_id}.json)")
+
+    # 2. The inputs into the storage root, where every worker can read them
+    for clip in todo:
+        stage_clip(storage, clip)
+        write_status(storage, clip.job.clip_id, "queued")
+    config = replace(config, optuna_storage=optuna_url(config, storage))
+    open_study_storage(config.optuna_storage)  # creates the schema once, before many processes race to
+
+    # 3. Ray, and what the work may ask of it
+    started_ray = connect(address, num_cpus, num_gpus, log_to_driver)
+    try:
+        return _drive(todo, finished, config, storage, work, say, started, poll_seconds, clips)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _drive(todo, finished, config, storage, work, say, started, poll_seconds, clips) -> SweepResult:
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
+    config = replace(config, resources=replace(config.resources, gpu=use_gpu))
+    window = config.max_clips or max(2, int(2 * gpus) if use_gpu else int(resources.get("CPU", 1)))
+    if storage.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        logger.warning("storage %s is a local directory on a cluster of several nodes: every node must "
+                       "see it at the same path (or use s3:// or gs://)", storage.root)
+    say(f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {gpus:g} GPUs, "
+        f"{window} at a time; results in {storage.root}")
+
+    fits = coordinator()
+    counts_before = ray.get(fits.counts.remote())
+    board = open_board(storage)
+    node = ray.get_runtime_context().get_node_id()
+    queue = list(todo)
+    running: dict[ray.ObjectRef, str] = {}
+    rows: dict[str, dict[str, Any]] = {cid: _earlier_row(entry) for cid, entry in finished.items()}
+    version, shown = -1, {}
+
+    def show() -> None:
+        nonlocal version
+        version, snapshot = ray.get(board.snapshot.remote(version))
+        for clip_id, state in snapshot.items():
+            line = describe(clip_id, state)
+            if shown.get(clip_id) != line:
+                shown[clip_id] = line
+                say(line)
+
+    while queue or running:
+        while queue and len(running) < window:
+            clip = queue.pop(0)
+            board.post.remote(clip.job.clip_id, state="queued")
+            running[submit_clip(clip.job, config, work, node_id=node)] = clip.job.clip_id
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_seconds)
+        for ref in ready:
+            clip_id = running.pop(ref)
+            try:
+                rows[clip_id] = ray.get(ref)
+            except Exception as exc:  # the driver task itself died (its node went away)
+                rows[clip_id] = {"clip_id": clip_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
+                write_status(storage, clip_id, "failed", error=rows[clip_id]["error"])
+                board.post.remote(clip_id, state="failed", error=rows[clip_id]["error"])
+        show()
+    show()
+
+    counts_after = ray.get(fits.counts.remote())
+    ordered = [rows[c.job.clip_id] for c in clips]
+    storage.write_bytes("results.csv", render_csv(ordered).encode())
+    counts = {k: sum(r.get(f"fits_{k}", 0) for r in rows.values()) for k in ("computed", "reused", "failed")}
+    counts["joined"] = counts_after.get("joined", 0) - counts_before.get("joined", 0)
+    return SweepResult(ordered, counts, round(time.time() - started, 1), storage.root)
