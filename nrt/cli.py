@@ -1,4 +1,4 @@
-"""The ``nrt`` command line: fit, generate, edit, sdedit, models, bench.
+"""The ``nrt`` command line: fit, generate, edit, sdedit, score, eval, models, bench.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr), 1 anything else.
 """
@@ -146,7 +146,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clap", default=DEFAULT_MODEL,
                    help="CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, or 'tiny' (tests only)")
     p.add_argument("--band-limit", type=int, default=None, metavar="RATE",
-                   help="pass both through this sample rate first (e.g. 16000: the backbone's band); default: full band")
+                   help="pass both through this sample rate first (e.g. 16000: the backbone's band; None: full band)")
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longest audio accepted, in seconds")
     p.add_argument("--device", default="auto", help="CLAP device: cpu, cuda, cuda:N, or auto")
@@ -157,7 +157,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 def _add_eval(p: argparse.ArgumentParser) -> None:
     from .clap import DEFAULT_MODEL
     from .evaluate import DEFAULT_ETAS, DEFAULT_STRENGTHS, METHODS
-    from .fit import FitConfig
+    from .fit import DEFAULT_TUNE_LR, FitConfig
     from .sample import SampleConfig
     from .scoring import DEFAULT_ONSET_TOLERANCE
 
@@ -175,17 +175,17 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
                    help="choose the fixed η/strength per edit type on this earlier run's results.json (or its "
                         "directory) instead of leave-one-out over this manifest's clips")
     p.add_argument("--figure-clip", default=None, metavar="ID",
-                   help="clip of spectrograms.png (default: the first style transfer clip, else the first clip)")
+                   help="clip of spectrograms.png (None: the first style transfer clip, else the first clip)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longest clip accepted, in seconds")
     d = FitConfig()
     g = p.add_argument_group("fit (steps 1 and 2, once per clip and fitted method)")
     g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
     g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
     g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
-    g.add_argument("--full-tune-lr", type=float, default=None, help="step 2 learning rate of full (default 1e-6)")
-    g.add_argument("--lora-tune-lr", type=float, default=None, help="step 2 learning rate of lora (default 1e-4)")
+    g.add_argument("--full-tune-lr", type=float, default=None, help=f"step 2 learning rate of full (None: {DEFAULT_TUNE_LR['full']:g})")
+    g.add_argument("--lora-tune-lr", type=float, default=None, help=f"step 2 learning rate of lora (None: {DEFAULT_TUNE_LR['lora']:g})")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
-    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (None: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="(timestep, noise) draws per step")
     g.add_argument("--gradient-checkpointing", action="store_true", help="save memory in step 2")
@@ -409,7 +409,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise InputError(f"--onset-tolerance must be >= 0 s, got {args.onset_tolerance}")
     reference = load_audio(args.input, max_seconds=args.max_seconds, min_seconds=0.0)
     edit = load_audio(args.edit, max_seconds=args.max_seconds, min_seconds=0.0)
-    scorer = load_scorer(args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit)
+    scorer = load_scorer(args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit,
+                         progress=not args.quiet)
     scores = ReferenceScorer(
         scorer, reference.samples, reference.sample_rate, args.prompt, onset_tolerance=args.onset_tolerance
     ).score([edit.samples], edit.sample_rate)[0]
@@ -450,11 +451,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     clips = load_clips(rows, args.max_seconds)
 
     # 2. Run, then show the table
-    run_eval(clips, args.output, config, load_backbone=lambda: _load_backbone(args),
-             manifest=str(args.manifest), progress=not args.quiet)
+    results = run_eval(clips, args.output, config, load_backbone=lambda: _load_backbone(args),
+                       manifest=str(args.manifest), progress=not args.quiet)
     output = Path(args.output)
     print((output / "table.md").read_text(encoding="utf-8"), end="")
-    print(f"\nwritten to {output}: table.md, table.csv, results.json, eta_curves.png, spectrograms.png, audio/")
+    print(f"\nwritten to {output}: {', '.join(results['files'])}, audio/")
     return 0
 
 

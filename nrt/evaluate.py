@@ -51,7 +51,7 @@ from .fit import FitConfig, fit
 from .manifest import ManifestRow
 from .masks import Range, find_silence_gaps, validate_ranges
 from .onsets import OnsetConfig
-from .report import write_json, write_reports
+from .report import check_figures, write_json, write_reports
 from .sample import SampleConfig, check_seed
 from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, check_scorer, load_scorer
 from .sdedit import check_strengths, sdedit
@@ -279,8 +279,11 @@ class ClipStore:
 class Resources:
     """The backbone and the CLAP scorer, loaded only when some output needs them, and only once."""
 
-    def __init__(self, config: EvalConfig, load_backbone: Callable[[], Any], known_rate: int | None) -> None:
+    def __init__(
+        self, config: EvalConfig, load_backbone: Callable[[], Any], known_rate: int | None, progress: bool = True
+    ) -> None:
         self.config = config
+        self.progress = progress
         self._load_backbone = load_backbone
         self._backbone = None
         self._scorer = None
@@ -304,7 +307,9 @@ class Resources:
             from .backbones import resolve_device
 
             device = resolve_device(self.config.device)
-            self._scorer = load_scorer(self.config.clap, device=device, band_limit_rate=self.band_limit_rate)
+            self._scorer = load_scorer(
+                self.config.clap, device=device, band_limit_rate=self.band_limit_rate, progress=self.progress
+            )
         return self._scorer
 
 
@@ -340,13 +345,15 @@ def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip
         latent_weight=latent_weight(backbone, clip.clip, clip.mask), progress=progress,
     )
     logger.info("%s: %s fit in %.1f s", clip.clip_id, method, result.seconds)
+    if backbone.device.type != "cpu":  # the fit moved the frozen parts off the accelerator; sampling wants them
+        backbone.offload_frozen(backbone.device)
     return save_bundle(path, result, backbone.info, clip.clip, target_prompt=clip.row.target_prompt,
                        edit_type=clip.row.edit_type, mask=clip.mask, overwrite=True)
 
 
 def _make(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: str,
           todo: list[Output], progress: bool) -> dict[Output, np.ndarray]:
-    """Generate the outputs of one unit that are missing; returns them as written to disk."""
+    """Generate the outputs of one unit that are missing, in memory."""
     made: dict[Output, np.ndarray] = {}
     prompt, sample = clip.row.target_prompt, config.sample
     by_seed: dict[int | None, list[Output]] = {}
@@ -518,6 +525,7 @@ def run_eval(
     """Run the protocol on checked clips and write every output; returns what ``results.json`` holds."""
     root = Path(output_dir)
     check_scorer(config.clap)
+    check_figures()
     holdout = read_holdout(config.fixed_eta_holdout, config) if config.fixed_eta_holdout else None
     if config.figure_clip is not None and config.figure_clip not in {c.clip_id for c in clips}:
         raise InputError(f"--figure-clip {config.figure_clip!r} is not a clip of this run")
@@ -537,7 +545,7 @@ def run_eval(
             if any(store.status(config, o) != "done" for o in unit_outputs(config, unit))]
     known_rate = next((s.record.get("band_limit_rate") for s in stores
                        if s.record.get("band_limit_rate") and s.record.get("model") == config.model), None)
-    res = Resources(config, load_backbone, known_rate)
+    res = Resources(config, load_backbone, known_rate, progress)
     done = len(stores) * len(units) - len(plan)
     logger.info("%d clips x %d units: %d on disk already, %d to run", len(stores), len(units), done, len(plan))
 

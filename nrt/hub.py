@@ -6,8 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import ModelNotFoundError
 
@@ -88,3 +90,24 @@ def read_json(path: Path) -> dict:
         raise ModelNotFoundError(f"{path} is missing: is {path.parent} a complete model directory?") from None
     except json.JSONDecodeError as exc:
         raise ModelNotFoundError(f"{path} is not valid JSON ({exc})") from None
+
+
+def ensure_cached(name: str, write: Callable[[Path], Any], marker: str, root: Path | None = None) -> Path:
+    """``root/name`` in nrt's cache, written once by ``write`` (atomically: staged, then renamed).
+
+    ``marker`` is a file that exists only in a complete copy.
+    """
+    target = (root or cache_dir()) / name
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        write(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / marker).exists():  # lost a race only if the winner finished
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

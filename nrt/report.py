@@ -93,7 +93,7 @@ def _per_seed(clip: dict[str, Any], method: str, value: float | None) -> list[di
     return [o for o in clip["outputs"] if o["method"] == method and o["value"] == value]
 
 
-def _pipelines(config: "EvalConfig") -> list[tuple[str, str, str]]:
+def _pipelines(config: EvalConfig) -> list[tuple[str, str, str]]:
     """(method, selection, title) of every row of an edit type, in the order shown."""
     rows = [("input", "reference", "Input (unchanged)"), ("t2a", "reference", "Text-to-audio")]
     for method in ("sdedit", "full", "lora"):
@@ -115,7 +115,7 @@ def _chosen(clip: dict[str, Any], method: str, selection: str) -> float | None:
     return clip["methods"][method][selection]
 
 
-def build_table(results: dict[str, Any], config: "EvalConfig") -> list[dict[str, Any]]:
+def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, Any]]:
     """Rows of edit type x pipeline with every metric's mean, interval and seed spread."""
     clips = results["clips"]
     present = {c["edit_type"] for c in clips}
@@ -157,12 +157,11 @@ def build_table(results: dict[str, Any], config: "EvalConfig") -> list[dict[str,
     return table
 
 
-def build_curves(results: dict[str, Any], config: "EvalConfig") -> dict[str, Any]:
+def build_curves(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
     """Figure 4's data: per edit type and fitted method, Text and Audio CLAP against η over clips."""
     curves: dict[str, Any] = {}
-    for clip in results["clips"]:
-        curves.setdefault(clip["edit_type"], {})
-    for edit_type in curves:
+    for edit_type in dict.fromkeys(c["edit_type"] for c in results["clips"]):
+        curves[edit_type] = {}
         group = [c for c in results["clips"] if c["edit_type"] == edit_type]
         for method in (m for m in ("full", "lora") if m in config.methods):
             points = []
@@ -190,7 +189,7 @@ def _value_cell(row: dict[str, Any]) -> str:
     return f"{row['value_mean']:.2f} ({row['value_min']:.2f}-{row['value_max']:.2f})"
 
 
-def caveats(results: dict[str, Any], config: "EvalConfig") -> list[str]:
+def caveats(results: dict[str, Any], config: EvalConfig) -> list[str]:
     """What a reader must know before comparing these numbers with anything."""
     rate = results["settings"].get("band_limit_rate")
     band = f"{rate} Hz, content up to {rate // 2} Hz" if rate else "the backbone's rate"
@@ -203,19 +202,25 @@ def caveats(results: dict[str, Any], config: "EvalConfig") -> list[str]:
     )
     return [
         describe_clap(config.clap),
-        f"Audio CLAP compares each output with the input as the backbone can represent it: both pass through "
-        f"the backbone's sample rate ({band}) before CLAP, so a backbone that cannot produce higher "
-        "frequencies is not penalised for it twice.",
+        (
+            "Audio CLAP compares each output with the input as the backbone can represent it: both pass "
+            f"through the backbone's sample rate ({band}) before CLAP, so a backbone that cannot produce "
+            "higher frequencies is not penalised for it twice."
+        ),
         f"Oracle: per clip, the value with the best CLAP sum (the paper's choice in Table 1). Fixed: {fixed}.",
-        "Inpainting keeps the input outside the gap exactly, which inflates Audio CLAP (and onset F1); "
-        "'Text (filled)' is the Text CLAP of the filled region alone.",
+        (
+            "Inpainting keeps the input outside the gap exactly, which inflates Audio CLAP (and onset F1); "
+            "'Text (filled)' is the Text CLAP of the filled region alone."
+        ),
         f"Onset F1: onsets of the output matched one to one to the input's within {config.onset_tolerance * 1000:g} ms.",
-        "Cells: mean over clips [95 % interval of the mean, Student t; a clip with several seeds counts once, "
-        "with its seed mean]; n = clips. Seed spread: seed_sd in table.csv.",
+        (
+            "Cells: mean over clips [95 % interval of the mean, Student t; a clip with several seeds counts "
+            "once, with its seed mean]; n = clips. Seed spread: seed_sd in table.csv."
+        ),
     ]
 
 
-def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config: "EvalConfig") -> str:
+def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config: EvalConfig) -> str:
     settings = results["settings"]
     clips = results["clips"]
     counts = ", ".join(f"{t} {sum(c['edit_type'] == t for c in clips)}" for t in dict.fromkeys(c["edit_type"] for c in clips))
@@ -223,7 +228,7 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
     lines = [
         f"# nrt eval: {Path(results['manifest']).name if results.get('manifest') else 'clips'}",
         "",
-        f"{len(clips)} clips ({counts}); backbone `{config.model}`; CLAP `{config.clap}`; "
+        f"{len(clips)} clip{'s' if len(clips) != 1 else ''} ({counts}); backbone `{config.model}`; CLAP `{config.clap}`; "
         f"{sample['steps']} sampling steps ({sample['scheduler']}), guidance {sample['guidance']:g}; "
         f"seeds {', '.join(map(str, config.seeds))}; η grid {', '.join(f'{v:g}' for v in config.etas)}"
         + (f"; SDEdit strengths {', '.join(f'{v:g}' for v in config.strengths)}" if "sdedit" in config.methods else "")
@@ -264,6 +269,14 @@ def render_csv(table: list[dict[str, Any]]) -> str:
 
 
 # -- figures -------------------------------------------------------------------------------------
+def check_figures() -> None:
+    """Fail before any work, with the install hint, if the figures cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise NrtError(MATPLOTLIB_HINT) from None
+
+
 def _figure(width: float, height: float):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -285,13 +298,14 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
     figure = _figure(4.2 * max(1, len(edit_types)), 3.6)
     axes = figure.subplots(1, max(1, len(edit_types)), squeeze=False)[0]
     colors = {"full": "tab:blue", "lora": "tab:orange"}
+    markers = {"full": "o", "lora": "s"}  # distinct, so coinciding curves stay visible
     for ax, edit_type in zip(axes, edit_types):
         n = 0
         for method, points in curves[edit_type].items():
             etas = [p["eta"] for p in points]
             for metric, style in (("text", "-"), ("audio", "--")):
                 mean = np.array([np.nan if p[metric]["mean"] is None else p[metric]["mean"] for p in points])
-                ax.plot(etas, mean, style, marker="o", color=colors[method],
+                ax.plot(etas, mean, style, marker=markers[method], color=colors[method], fillstyle="none",
                         label=f"{METHOD_TITLES[method]}: {'Text' if metric == 'text' else 'Audio'} CLAP")
                 lo = np.array([np.nan if p[metric]["lo"] is None else p[metric]["lo"] for p in points])
                 hi = np.array([np.nan if p[metric]["hi"] is None else p[metric]["hi"] for p in points])
@@ -319,7 +333,7 @@ def _log_mel(samples: np.ndarray, rate: int) -> np.ndarray:
     return 10 * np.log10(np.maximum(mel, 1e-10))
 
 
-def figure_clip(results: dict[str, Any], config: "EvalConfig") -> dict[str, Any]:
+def figure_clip(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
     """The clip of Figure 2: the one asked for, else the first style transfer, else the first clip."""
     clips = results["clips"]
     if config.figure_clip:
@@ -327,7 +341,7 @@ def figure_clip(results: dict[str, Any], config: "EvalConfig") -> dict[str, Any]
     return next((c for c in clips if c["edit_type"] == "style_transfer"), clips[0])
 
 
-def plot_spectrograms(results: dict[str, Any], config: "EvalConfig", root: Path, path: Path) -> Path:
+def plot_spectrograms(results: dict[str, Any], config: EvalConfig, root: Path, path: Path) -> Path:
     """Figure 2: for one clip, the input, then SDEdit and ours across edit strengths (first seed)."""
     import soundfile as sf
 
@@ -363,25 +377,29 @@ def plot_spectrograms(results: dict[str, Any], config: "EvalConfig", root: Path,
             ax.set_yticks([])
             ax.tick_params(labelsize=6)
             if r == len(rows) - 1 or c >= len(rows[r + 1][1]):
-                ax.set_xlabel("s", fontsize=7)
+                ax.set_xlabel("time (s)", fontsize=7)
     figure.suptitle(f"{clip['id']} ({clip['edit_type']}): \"{clip['target_prompt']}\"", fontsize=9)
     figure.tight_layout()
     return _save_png(figure, path)
 
 
 # -- all of it -----------------------------------------------------------------------------------
-def write_reports(results: dict[str, Any], root: Path, config: "EvalConfig") -> dict[str, Any]:
+def write_reports(results: dict[str, Any], root: Path, config: EvalConfig) -> dict[str, Any]:
     """Add the table and curves to ``results`` and write results.json, table.md/csv and the figures."""
     table = build_table(results, config)
     curves = build_curves(results, config)
     results = {**results, "caveats": caveats(results, config), "table": table, "curves": curves}
-    write_text(root / "table.md", render_markdown(results, table, config))
-    write_text(root / "table.csv", render_csv(table))
-    if curves and any(curves.values()) and any(m in config.methods for m in ("full", "lora")):
-        plot_eta_curves(curves, root / "eta_curves.png", caveats(results, config)[0])
-    plot_spectrograms(results, config, root, root / "spectrograms.png")
+    files = [
+        write_text(root / "table.md", render_markdown(results, table, config)),
+        write_text(root / "table.csv", render_csv(table)),
+    ]
+    if any(m in config.methods for m in ("full", "lora")):  # Figure 4 is about η
+        files.append(plot_eta_curves(curves, root / "eta_curves.png", caveats(results, config)[0]))
+    files.append(plot_spectrograms(results, config, root, root / "spectrograms.png"))
+    files.append(root / "results.json")
+    results["files"] = [p.name for p in files]
     write_json(root / "results.json", results)
-    logger.info("wrote %s", ", ".join(str(root / f) for f in ("table.md", "table.csv", "results.json")))
+    logger.info("wrote %s", ", ".join(results["files"]))
     return results
 
 

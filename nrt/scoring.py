@@ -31,11 +31,21 @@ def load_scorer(
     name: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device = "cpu",
     band_limit_rate: int | None = None,
+    progress: bool = True,
 ) -> WindowedClapScorer:
     """A CLAP scorer: a laion-clap ``.pt`` checkpoint, else a ``ClapModel`` (hub id, directory, ``"tiny"``)."""
     if str(name).endswith(".pt"):
         return LaionClapScorer(name, device=device, band_limit_rate=band_limit_rate)
-    return ClapScorer.from_pretrained(name, device=device, band_limit_rate=band_limit_rate)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if not progress:  # transformers draws its loading bars whatever the log level
+        hf_logging.disable_progress_bar()
+    try:
+        return ClapScorer.from_pretrained(name, device=device, band_limit_rate=band_limit_rate)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def describe_clap(name: str | os.PathLike) -> str:
@@ -70,7 +80,7 @@ class ReferenceScorer:
         prompt: str,
         mask: Sequence[Range] | None = None,
         onset_tolerance: float = DEFAULT_ONSET_TOLERANCE,
-        onset_config: OnsetConfig = OnsetConfig(),
+        onset_config: OnsetConfig | None = None,
     ) -> None:
         self.scorer = scorer
         self.reference = np.asarray(reference)
@@ -78,7 +88,7 @@ class ReferenceScorer:
         self.prompt = prompt
         self.mask = list(mask) if mask else None
         self.onset_tolerance = onset_tolerance
-        self.onset_config = onset_config
+        self.onset_config = onset_config or OnsetConfig()
         self._e_ref: torch.Tensor | None = None
         self._e_prompt: torch.Tensor | None = None
         self._ref_onsets: np.ndarray | None = None

@@ -7,10 +7,12 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from scipy import stats
 
 import nrt.evaluate
@@ -50,7 +52,16 @@ def _write_clips(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and lose much when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, Path]:
     """One evaluation of the two clips; the tests below read what it left."""
     root = tmp_path_factory.mktemp("eval")
     manifest = _write_clips(root / "data")
@@ -186,6 +197,35 @@ def test_bad_manifest_exits_2_with_one_line(
     assert not (tmp_path / "out").exists()  # nothing heavy started
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--limit", "0"], "--limit must be at least 1"),
+        (["--etas", "1.5"], "eta must lie in [0, 1]"),
+        (["--fixed-eta-holdout", "nowhere/results.json"], "no such file"),
+        (["--figure-clip", "other"], "'other' is not a clip of this run"),
+    ],
+)
+def test_bad_settings_exit_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    manifest = _bad_manifest(tmp_path / "data", "id,edit_type,audio,target_prompt\nx,addition,ok.wav,a dog\n")
+    assert main(["eval", str(manifest), "-o", str(tmp_path / "out"), *FAST, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out" / "bundles").exists()
+
+
+def test_default_laion_clap_offline_exits_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    manifest = _bad_manifest(tmp_path / "data", "id,edit_type,audio,target_prompt\nx,addition,ok.wav,a dog\n")
+    clap = FAST.index("--clap")
+    args = FAST[:clap] + FAST[clap + 2 :]
+    assert main(["eval", str(manifest), "-o", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "laion/clap-htsat-unfused" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_bad_row_is_listed_at_once(tmp_path: Path) -> None:
     manifest = _bad_manifest(
         tmp_path,
@@ -249,6 +289,19 @@ def test_fixed_eta_is_chosen_without_the_clip_it_is_reported_on() -> None:
     assert summaries[3]["methods"]["full"]["fixed_chosen_on"]["scope"] == "every edit type"
     assert choose_best({0.0: 1.0, 0.5: 1.0}) == 0.0  # a tie goes to the more faithful value
     assert choose_fixed([], [0.0]) is None
+
+
+def test_fixed_eta_from_a_holdout_run_uses_only_its_clips() -> None:
+    config = EvalConfig(methods=("full",), etas=(0.0, 0.5, 1.0))
+    summaries = [_summary("a", "addition", {0.0: 1.0, 0.5: 2.0, 1.0: 1.0})]
+    holdout = [
+        _summary("dev-1", "addition", {0.0: 1.0, 0.5: 1.0, 1.0: 2.0}),
+        _summary("dev-2", "inpainting", {0.0: 9.0, 0.5: 1.0, 1.0: 1.0}),
+    ]
+    choose_fixed_values(config, summaries, holdout)
+    entry = summaries[0]["methods"]["full"]
+    assert entry["fixed"] == 1.0  # dev-1's choice; "a" itself would pick 0.5, dev-2 is another edit type
+    assert entry["fixed_chosen_on"] == {"how": "holdout", "scope": "edit type", "clips": ["dev-1"]}
 
 
 def test_interval_is_the_student_t_interval_of_the_mean() -> None:

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from nrt.audio import load_audio
-from nrt.cli import main
 from nrt.clap import ClapScorer
+from nrt.cli import main
 from nrt.onsets import onset_f1
 
 PROMPT = "a dog barks in the distance"

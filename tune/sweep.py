@@ -23,12 +23,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP  # noqa: E402
-from nrt.errors import BundleError, InputError, ModelNotFoundError, NrtError  # noqa: E402
-from nrt.fit import FitConfig  # noqa: E402
+from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
+from nrt.errors import BundleError, InputError, ModelNotFoundError, NrtError
+from nrt.fit import FitConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "manifest.csv"
 

@@ -29,12 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import diffusers
 import torch
@@ -52,7 +49,7 @@ from transformers import (
 )
 
 from ..errors import ModelNotFoundError
-from ..hub import cache_dir, fingerprint, read_json, resolve_model_dir
+from ..hub import ensure_cached, fingerprint, read_json, resolve_model_dir
 from .base import BackboneInfo, Condition, place
 from .latent import MelLatentBackbone
 from .mel import MelFrontEnd, StftConfig
@@ -328,27 +325,6 @@ def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
     }
     (directory / "model_index.json").write_text(json.dumps(index, indent=2))
     return directory
-
-
-def ensure_cached(name: str, write: Callable[[Path], Any], marker: str, root: Path | None = None) -> Path:
-    """``root/name`` in nrt's cache, written once by ``write`` (atomically: staged, then renamed).
-
-    ``marker`` is a file that exists only in a complete copy.
-    """
-    target = (root or cache_dir()) / name
-    if (target / marker).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        write(staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / marker).exists():  # lost a race only if the winner finished
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def ensure_tiny_audioldm(root: Path | None = None) -> Path:

@@ -8,9 +8,6 @@ it exercises code paths, nothing more.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,7 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, SpeechT5HifiGan, T5Config, T5EncoderModel
 
-from ..hub import cache_dir
+from ..hub import ensure_cached
 from . import convert
 from .mel import StftConfig, tacotron_stft_buffers
 
@@ -189,17 +186,4 @@ def _randomize_output(unet: UNet2DConditionModel) -> None:
 
 def ensure_tiny(root: Path | None = None) -> Path:
     """The tiny model's directory in the cache, written once (atomically) on first use."""
-    target = (root or cache_dir()) / f"tiny-v{FORMAT}"
-    if (target / "main_config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    try:
-        write_tiny(staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / "main_config.json").exists():  # lost a race only if the winner finished
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_cached(f"tiny-v{FORMAT}", write_tiny, "main_config.json", root)

@@ -18,8 +18,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import optuna
 import ray
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from ..fit import FitConfig
 from ..hub import cache_dir
@@ -68,10 +70,20 @@ def optuna_url(config: SweepConfig, storage: Storage) -> str:
 
 def open_study_storage(url: str):
     """Optuna's storage for ``url``; SQLite waits for the lock instead of failing at once."""
-    import optuna
-
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+class StudySearch(OptunaSearch):
+    """:class:`OptunaSearch` whose study survives a killed driver. A trial that Tune's last
+    experiment checkpoint shows as running may be finished in the study's database already;
+    restored, Tune runs it again, and its second report must not fail the experiment."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            logger.info("trial %s is finished in the study already; its rerun is not told again", trial_id)
 
 
 def _trial_dirname(trial) -> str:
@@ -81,10 +93,12 @@ def _trial_dirname(trial) -> str:
 def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConfig, key: str,
                bundle: str, work: Work) -> list[dict[str, Any]]:
     """The Tune experiment of one fitted (clip, setting), restored when storage holds it."""
-    from ray.tune.search.optuna import OptunaSearch
-
     trial_job = TrialJob(storage, job, bundle, config.model, config.dtype, config.device, config.clap)
-    trainable = tune.with_resources(tune.with_parameters(work.trainable, job=trial_job), config.resources.trial())
+    trainable = tune.with_parameters(work.trainable, job=trial_job)
+    # Tune keeps trainables in a table of the Ray job by name, and every clip's driver task
+    # is in the same job: with one name for all, a trial could run another clip's trainable.
+    trainable.__name__ = f"{work.trainable.__name__}.{job.clip_id}.{key}"
+    trainable = tune.with_resources(trainable, config.resources.trial())
     path = storage.uri(f"tune/{job.clip_id}/{key}")
     if tune.Tuner.can_restore(path):
         logger.info("%s: restoring the experiment in %s", job.clip_id, path)
@@ -93,7 +107,7 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
         searched = config.searched
         search_alg = None
         if searched:
-            search_alg = OptunaSearch(
+            search_alg = StudySearch(
                 {name: p.distribution() for name, p in searched.items()}, metric=METRIC, mode="max",
                 study_name=f"{job.clip_id}.{key}", storage=open_study_storage(optuna_url(config, storage)),
                 seed=config.seed,
@@ -118,7 +132,9 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
         params, metrics = result.config or {}, result.metrics or {}
         row = {"fit_key": key, "trial_id": metrics.get("trial_id") or result.path.rsplit("_", 1)[-1],
                **{k: params.get(k) for k in ("eta", "steps", "guidance", "scheduler", "seed")}}
-        if result.error is None and METRIC in metrics:
+        if result.error is None and metrics.get("bundle") not in (None, bundle):
+            row.update(status="failed", error=f"the trial edited {metrics['bundle']}, not {bundle}")
+        elif result.error is None and METRIC in metrics:
             row.update(status="done", **{k: metrics.get(k) for k in TRIAL_COLUMNS if k in metrics and k not in row})
         else:
             row.update(status="failed", error=_short(result.error) if result.error else "no result")
@@ -170,7 +186,12 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
             continue
         write_status(storage, clip_id, "searching", trials_total=total)
         post(board, clip_id, state="searching")
-        rows = run_search(storage, job, config, fit, key, fitted["bundle"], work)
+        try:
+            rows = run_search(storage, job, config, fit, key, fitted["bundle"], work)
+        except Exception as exc:  # the experiment itself broke, not one of its trials
+            logger.warning("%s: search %s failed: %s", clip_id, key, _short(exc))
+            summaries.append({**summary, "bundle": fitted["bundle"], "error": f"search: {_short(exc)}"})
+            continue
         trials += rows
         done = [r for r in rows if r["status"] == "done"]
         summaries.append({**summary, "bundle": fitted["bundle"], "fit_computed": fitted.get("computed", False),

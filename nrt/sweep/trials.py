@@ -138,4 +138,4 @@ def edit_trial(config: dict[str, Any], job: TrialJob) -> None:
     finally:
         del audio
         free_accelerator()
-    tune.report({**scores, "edit_seconds": round(time.perf_counter() - started, 3)})
+    tune.report({**scores, "edit_seconds": round(time.perf_counter() - started, 3), "bundle": job.bundle})
