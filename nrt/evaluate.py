@@ -158,8 +158,11 @@ def load_clips(rows: Sequence[ManifestRow], max_seconds: float = 30.0) -> list[E
                     mask = find_silence_gaps(clip.samples, clip.sample_rate)
                     if not mask:
                         raise InputError("no silent gap of 0.25 s or more to inpaint; give the region in a mask column")
-                    logger.info("%s: inpainting the silent gaps %s", row.clip_id,
-                                ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in mask))
+                    logger.info(
+                        "%s: inpainting the silent gaps %s",
+                        row.clip_id,
+                        ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in mask),
+                    )
             clips.append(EvalClip(row, clip, mask, samples_sha256(clip.samples)))
         except InputError as exc:
             errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
@@ -195,8 +198,13 @@ def output_key(config: EvalConfig, clip: EvalClip, out: Output) -> str:
     if out.method == "input":
         return _hash({"input": clip.sha256})
     parts: dict[str, Any] = {
-        "method": out.method, "value": out.value, "seed": out.seed, "model": config.model, "dtype": config.dtype,
-        "sample": asdict(config.sample), "prompt": clip.row.target_prompt,
+        "method": out.method,
+        "value": out.value,
+        "seed": out.seed,
+        "model": config.model,
+        "dtype": config.dtype,
+        "sample": asdict(config.sample),
+        "prompt": clip.row.target_prompt,
     }
     if out.method == "t2a":
         parts["shape"] = [clip.clip.sample_rate, clip.clip.num_frames, clip.clip.channels]
@@ -209,11 +217,18 @@ def output_key(config: EvalConfig, clip: EvalClip, out: Output) -> str:
 
 def score_key(config: EvalConfig, clip: EvalClip, out_key: str) -> str:
     """A hash of what the scores of an output depend on beyond the output itself."""
-    return _hash({
-        "output": out_key, "clap": config.clap, "band_limit_model": config.model, "input": clip.sha256,
-        "prompt": clip.row.target_prompt, "mask": _mask_list(clip.mask),
-        "onset_tolerance": config.onset_tolerance, "onsets": asdict(OnsetConfig()),
-    })
+    return _hash(
+        {
+            "output": out_key,
+            "clap": config.clap,
+            "band_limit_model": config.model,
+            "input": clip.sha256,
+            "prompt": clip.row.target_prompt,
+            "mask": _mask_list(clip.mask),
+            "onset_tolerance": config.onset_tolerance,
+            "onsets": asdict(OnsetConfig()),
+        }
+    )
 
 
 def unit_outputs(config: EvalConfig, unit: str) -> list[Output]:
@@ -241,15 +256,25 @@ class ClipStore:
                 if record.get("input_sha256") == self.clip.sha256 and isinstance(record.get("outputs"), dict):
                     fresh = record
                 else:
-                    logger.info("%s: the input changed since %s was written; starting the clip again",
-                                self.clip.clip_id, self.path)
+                    logger.info(
+                        "%s: the input changed since %s was written; starting the clip again",
+                        self.clip.clip_id,
+                        self.path,
+                    )
             except json.JSONDecodeError:
                 logger.warning("%s is not valid JSON; starting the clip again", self.path)
         row = self.clip.row
         fresh.update(
-            id=row.clip_id, edit_type=row.edit_type, target_prompt=row.target_prompt, audio=str(row.audio),
-            mask=_mask_list(self.clip.mask), input_sha256=self.clip.sha256, sample_rate=self.clip.clip.sample_rate,
-            channels=self.clip.clip.channels, num_frames=self.clip.clip.num_frames, extra=row.extra,
+            id=row.clip_id,
+            edit_type=row.edit_type,
+            target_prompt=row.target_prompt,
+            audio=str(row.audio),
+            mask=_mask_list(self.clip.mask),
+            input_sha256=self.clip.sha256,
+            sample_rate=self.clip.clip.sample_rate,
+            channels=self.clip.clip.channels,
+            num_frames=self.clip.clip.num_frames,
+            extra=row.extra,
         )
         return fresh
 
@@ -267,8 +292,11 @@ class ClipStore:
     def put(self, config: EvalConfig, out: Output, scores: dict[str, float]) -> None:
         key = output_key(config, self.clip, out)
         self.record["outputs"][out.name] = {
-            **asdict(out), "file": str(self.file(out).relative_to(self.root)),
-            "key": key, "score_key": score_key(config, self.clip, key), "scores": scores,
+            **asdict(out),
+            "file": str(self.file(out).relative_to(self.root)),
+            "key": key,
+            "score_key": score_key(config, self.clip, key),
+            "scores": scores,
         }
 
     def save(self) -> None:
@@ -341,18 +369,31 @@ def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip
     backbone = res.backbone
     prepared = prepare_input(backbone, clip.clip)
     result = fit(
-        backbone, prepared.wave, clip.row.target_prompt, config.fit_config(method),
-        latent_weight=latent_weight(backbone, clip.clip, clip.mask), progress=progress,
+        backbone,
+        prepared.wave,
+        clip.row.target_prompt,
+        config.fit_config(method),
+        latent_weight=latent_weight(backbone, clip.clip, clip.mask),
+        progress=progress,
     )
     logger.info("%s: %s fit in %.1f s", clip.clip_id, method, result.seconds)
     if backbone.device.type != "cpu":  # the fit moved the frozen parts off the accelerator; sampling wants them
         backbone.offload_frozen(backbone.device)
-    return save_bundle(path, result, backbone.info, clip.clip, target_prompt=clip.row.target_prompt,
-                       edit_type=clip.row.edit_type, mask=clip.mask, overwrite=True)
+    return save_bundle(
+        path,
+        result,
+        backbone.info,
+        clip.clip,
+        target_prompt=clip.row.target_prompt,
+        edit_type=clip.row.edit_type,
+        mask=clip.mask,
+        overwrite=True,
+    )
 
 
-def _make(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: str,
-          todo: list[Output], progress: bool) -> dict[Output, np.ndarray]:
+def _make(
+    root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: str, todo: list[Output], progress: bool
+) -> dict[Output, np.ndarray]:
     """Generate the outputs of one unit that are missing, in memory."""
     made: dict[Output, np.ndarray] = {}
     prompt, sample = clip.row.target_prompt, config.sample
@@ -363,11 +404,23 @@ def _make(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: 
         bundle = load_bundle(ensure_bundle(root, res, config, clip, unit, progress), res.backbone.info)
     for seed, outs in by_seed.items():
         if unit == "reference":
-            waves = [clip.clip.samples if o.method == "input" else
-                     text_to_audio(res.backbone, prompt, clip.clip, sample, seed, progress=progress) for o in outs]
+            waves = [
+                clip.clip.samples
+                if o.method == "input"
+                else text_to_audio(res.backbone, prompt, clip.clip, sample, seed, progress=progress)
+                for o in outs
+            ]
         elif unit == "sdedit":
-            waves = sdedit(res.backbone, clip.clip, prompt, [o.value for o in outs], sample, seed,
-                           mask=clip.mask, progress=progress)
+            waves = sdedit(
+                res.backbone,
+                clip.clip,
+                prompt,
+                [o.value for o in outs],
+                sample,
+                seed,
+                mask=clip.mask,
+                progress=progress,
+            )
         else:
             waves = generate(res.backbone, bundle, [o.value for o in outs], sample, seed, progress=progress)
         for out, wave in zip(outs, waves):
@@ -392,8 +445,14 @@ def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipSto
         if status[out] == "rescore":
             waves[out] = clip.clip.samples if out.method == "input" else _read_back(store.file(out))
     if waves:
-        scorer = ReferenceScorer(res.scorer, clip.clip.samples, clip.clip.sample_rate, clip.row.target_prompt,
-                                 clip.mask, config.onset_tolerance)
+        scorer = ReferenceScorer(
+            res.scorer,
+            clip.clip.samples,
+            clip.clip.sample_rate,
+            clip.row.target_prompt,
+            clip.mask,
+            config.onset_tolerance,
+        )
         ordered = list(waves)
         for out, scores in zip(ordered, scorer.score([waves[o] for o in ordered], clip.clip.sample_rate)):
             store.put(config, out, scores)
@@ -428,25 +487,43 @@ def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]
     """A clip's outputs grouped by method and value (seed means), with the oracle choice."""
     outputs = list(record["outputs"].values())
     summary: dict[str, Any] = {
-        "id": record["id"], "edit_type": record["edit_type"], "target_prompt": record["target_prompt"],
-        "audio": record["audio"], "mask": record["mask"], "extra": record.get("extra", {}),
-        "duration": record["num_frames"] / record["sample_rate"], "fit_seconds": record.get("fit_seconds", {}),
+        "id": record["id"],
+        "edit_type": record["edit_type"],
+        "target_prompt": record["target_prompt"],
+        "audio": record["audio"],
+        "mask": record["mask"],
+        "extra": record.get("extra", {}),
+        "duration": record["num_frames"] / record["sample_rate"],
+        "fit_seconds": record.get("fit_seconds", {}),
         "outputs": sorted(
-            ({"method": o["method"], "value": o["value"], "seed": o["seed"], "file": o["file"], **o["scores"]}
-             for o in outputs if _wanted(config, o)),
+            (
+                {"method": o["method"], "value": o["value"], "seed": o["seed"], "file": o["file"], **o["scores"]}
+                for o in outputs
+                if _wanted(config, o)
+            ),
             key=lambda o: (o["method"], o["value"] if o["value"] is not None else -1, o["seed"] or 0),
         ),
         "reference": {},
         "methods": {},
     }
     summary["reference"]["input"] = _seed_means([o for o in outputs if o["method"] == "input"])
-    summary["reference"]["t2a"] = _seed_means([o for o in outputs if o["method"] == "t2a" and o["seed"] in config.seeds])
+    summary["reference"]["t2a"] = _seed_means(
+        [o for o in outputs if o["method"] == "t2a" and o["seed"] in config.seeds]
+    )
     for method in config.methods:
         values = []
         for value in config.generated(method):
-            entries = [o for o in outputs if o["method"] == method and o["value"] == value and o["seed"] in config.seeds]
-            values.append({"value": value, "in_grid": value in config.values(method), **_seed_means(entries),
-                           "per_seed": {str(o["seed"]): o["scores"] for o in entries}})
+            entries = [
+                o for o in outputs if o["method"] == method and o["value"] == value and o["seed"] in config.seeds
+            ]
+            values.append(
+                {
+                    "value": value,
+                    "in_grid": value in config.values(method),
+                    **_seed_means(entries),
+                    "per_seed": {str(o["seed"]): o["scores"] for o in entries},
+                }
+            )
         grid = {v["value"]: v["sum"] for v in values if v["in_grid"]}
         summary["methods"][method] = {"values": values, "oracle": choose_best(grid)}
     return summary
@@ -467,8 +544,9 @@ def _sums(summary: dict[str, Any], method: str) -> dict[float, float]:
     return {v["value"]: v["sum"] for v in summary["methods"][method]["values"] if v.get("in_grid", True)}
 
 
-def choose_fixed_values(config: EvalConfig, summaries: list[dict[str, Any]],
-                        holdout: list[dict[str, Any]] | None = None) -> None:
+def choose_fixed_values(
+    config: EvalConfig, summaries: list[dict[str, Any]], holdout: list[dict[str, Any]] | None = None
+) -> None:
     """Add ``fixed`` and ``fixed_chosen_on`` to every clip's methods (see the module notes)."""
     for summary in summaries:
         for method in config.methods:
@@ -484,7 +562,9 @@ def choose_fixed_values(config: EvalConfig, summaries: list[dict[str, Any]],
             chosen = choose_fixed([_sums(s, method) for s in pool], grid)
             entry = summary["methods"][method]
             entry["fixed"] = chosen
-            entry["fixed_chosen_on"] = {"how": where, "scope": scope, "clips": [s["id"] for s in pool]} if chosen is not None else None
+            entry["fixed_chosen_on"] = (
+                None if chosen is None else {"how": where, "scope": scope, "clips": [s["id"] for s in pool]}
+            )
 
 
 def read_holdout(path: str | os.PathLike, config: EvalConfig) -> list[dict[str, Any]]:
@@ -541,10 +621,20 @@ def run_eval(
     # 1. What is already on disk
     stores = [ClipStore(root, clip) for clip in clips]
     units = ["reference", *config.methods]
-    plan = [(store, unit) for store in stores for unit in units
-            if any(store.status(config, o) != "done" for o in unit_outputs(config, unit))]
-    known_rate = next((s.record.get("band_limit_rate") for s in stores
-                       if s.record.get("band_limit_rate") and s.record.get("model") == config.model), None)
+    plan = [
+        (store, unit)
+        for store in stores
+        for unit in units
+        if any(store.status(config, o) != "done" for o in unit_outputs(config, unit))
+    ]
+    known_rate = next(
+        (
+            s.record.get("band_limit_rate")
+            for s in stores
+            if s.record.get("band_limit_rate") and s.record.get("model") == config.model
+        ),
+        None,
+    )
     res = Resources(config, load_backbone, known_rate, progress)
     done = len(stores) * len(units) - len(plan)
     logger.info("%d clips x %d units: %d on disk already, %d to run", len(stores), len(units), done, len(plan))
@@ -565,13 +655,23 @@ def run_eval(
         "nrt_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "manifest": manifest,
-        "settings": {**config.to_dict(), "band_limit_rate": rate,
-                     "fixed_eta_holdout": config.fixed_eta_holdout or "leave-one-out"},
+        "settings": {
+            **config.to_dict(),
+            "band_limit_rate": rate,
+            "fixed_eta_holdout": config.fixed_eta_holdout or "leave-one-out",
+        },
         "clips": summaries,
     }
     return write_reports(results, root, config)
 
 
 __all__ = [
-    "EvalClip", "EvalConfig", "Output", "choose_best", "choose_fixed", "load_clips", "run_eval", "summarize_clip",
+    "EvalClip",
+    "EvalConfig",
+    "Output",
+    "choose_best",
+    "choose_fixed",
+    "load_clips",
+    "run_eval",
+    "summarize_clip",
 ]

@@ -143,8 +143,12 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
                         if len(got) > 1:
                             seed_sd[metric].append(float(np.std(got, ddof=1)))
             row = {
-                "edit_type": edit_type, "pipeline": title, "method": method, "selection": selection,
-                "n_clips": len(chosen), "n_seeds": len(seeds - {None}) or None,
+                "edit_type": edit_type,
+                "pipeline": title,
+                "method": method,
+                "selection": selection,
+                "n_clips": len(chosen),
+                "n_seeds": len(seeds - {None}) or None,
                 "value_mean": float(np.mean(chosen)) if chosen and chosen[0] is not None else None,
                 "value_min": min(chosen) if chosen and chosen[0] is not None else None,
                 "value_max": max(chosen) if chosen and chosen[0] is not None else None,
@@ -167,7 +171,9 @@ def build_curves(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
             points = []
             for eta in config.etas:
                 rows = [v for c in group for v in c["methods"][method]["values"] if v["value"] == eta]
-                points.append({"eta": eta, **{k: interval([r[k] for r in rows if k in r]) for k in ("text", "audio", "sum")}})
+                points.append(
+                    {"eta": eta, **{k: interval([r[k] for r in rows if k in r]) for k in ("text", "audio", "sum")}}
+                )
             curves[edit_type][method] = points
     return curves
 
@@ -196,8 +202,8 @@ def caveats(results: dict[str, Any], config: EvalConfig) -> list[str]:
     holdout = config.fixed_eta_holdout
     fixed = (
         f"one value per edit type and method, chosen on the clips of {holdout} (a separate run)"
-        if holdout else
-        "one value per edit type and method, chosen on the other clips of that edit type (leave one out; "
+        if holdout
+        else "one value per edit type and method, chosen on the other clips of that edit type (leave one out; "
         "where an edit type has a single clip, on the clips of the other types), so no clip picks its own value"
     )
     return [
@@ -223,7 +229,9 @@ def caveats(results: dict[str, Any], config: EvalConfig) -> list[str]:
 def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config: EvalConfig) -> str:
     settings = results["settings"]
     clips = results["clips"]
-    counts = ", ".join(f"{t} {sum(c['edit_type'] == t for c in clips)}" for t in dict.fromkeys(c["edit_type"] for c in clips))
+    counts = ", ".join(
+        f"{t} {sum(c['edit_type'] == t for c in clips)}" for t in dict.fromkeys(c["edit_type"] for c in clips)
+    )
     sample = settings["sample"]
     lines = [
         f"# nrt eval: {Path(results['manifest']).name if results.get('manifest') else 'clips'}",
@@ -236,25 +244,55 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
         "",
     ]
     lines += [f"- {text}" for text in caveats(results, config)]
-    lines += ["", "| Edit type | Pipeline | η / strength | n | Sum | Text | Audio | Onset F1 | Text (filled) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| Edit type | Pipeline | η / strength | n | Sum | Text | Audio | Onset F1 | Text (filled) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     last = None
     for row in table:
         title = EDIT_TYPE_TITLES.get(row["edit_type"], row["edit_type"]) if row["edit_type"] != last else ""
         last = row["edit_type"]
-        lines.append("| " + " | ".join([
-            title, row["pipeline"], _value_cell(row), str(row["n_clips"]), *(_cell(row[m]) for m in METRICS),
-        ]) + " |")
-    fit_times = {m: [c["fit_seconds"][m] for c in clips if c.get("fit_seconds", {}).get(m) is not None]
-                 for m in ("full", "lora") if m in config.methods}
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    title,
+                    row["pipeline"],
+                    _value_cell(row),
+                    str(row["n_clips"]),
+                    *(_cell(row[m]) for m in METRICS),
+                ]
+            )
+            + " |"
+        )
+    fit_times = {
+        m: [c["fit_seconds"][m] for c in clips if c.get("fit_seconds", {}).get(m) is not None]
+        for m in ("full", "lora")
+        if m in config.methods
+    }
     if any(fit_times.values()):
-        lines += ["", "Fit time per clip (steps 1 and 2): " + "; ".join(
-            f"{METHOD_TITLES[m]} {np.mean(t):.1f} s" for m, t in fit_times.items() if t) + "."]
+        lines += [
+            "",
+            "Fit time per clip (steps 1 and 2): "
+            + "; ".join(f"{METHOD_TITLES[m]} {np.mean(t):.1f} s" for m, t in fit_times.items() if t)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def render_csv(table: list[dict[str, Any]]) -> str:
-    columns = ["edit_type", "pipeline", "method", "selection", "n_clips", "n_seeds", "value_mean", "value_min", "value_max"]
+    columns = [
+        "edit_type",
+        "pipeline",
+        "method",
+        "selection",
+        "n_clips",
+        "n_seeds",
+        "value_mean",
+        "value_min",
+        "value_max",
+    ]
     columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "lo", "hi", "seed_sd")]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -305,8 +343,15 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
             etas = [p["eta"] for p in points]
             for metric, style in (("text", "-"), ("audio", "--")):
                 mean = np.array([np.nan if p[metric]["mean"] is None else p[metric]["mean"] for p in points])
-                ax.plot(etas, mean, style, marker=markers[method], color=colors[method], fillstyle="none",
-                        label=f"{METHOD_TITLES[method]}: {'Text' if metric == 'text' else 'Audio'} CLAP")
+                ax.plot(
+                    etas,
+                    mean,
+                    style,
+                    marker=markers[method],
+                    color=colors[method],
+                    fillstyle="none",
+                    label=f"{METHOD_TITLES[method]}: {'Text' if metric == 'text' else 'Audio'} CLAP",
+                )
                 lo = np.array([np.nan if p[metric]["lo"] is None else p[metric]["lo"] for p in points])
                 hi = np.array([np.nan if p[metric]["hi"] is None else p[metric]["hi"] for p in points])
                 if np.isfinite(lo).any():
@@ -327,7 +372,11 @@ def _log_mel(samples: np.ndarray, rate: int) -> np.ndarray:
 
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
     mel = librosa.feature.melspectrogram(
-        y=mono.astype(np.float32), sr=rate, n_fft=1024, hop_length=max(1, rate // 100), n_mels=64,
+        y=mono.astype(np.float32),
+        sr=rate,
+        n_fft=1024,
+        hop_length=max(1, rate // 100),
+        n_mels=64,
         fmax=min(8000.0, rate / 2),
     )
     return 10 * np.log10(np.maximum(mel, 1e-10))
@@ -351,7 +400,9 @@ def plot_spectrograms(results: dict[str, Any], config: EvalConfig, root: Path, p
     for method in (m for m in ("sdedit", "full", "lora") if m in config.methods):
         cells = []
         for value in config.values(method):
-            out = next(o for o in clip["outputs"] if o["method"] == method and o["value"] == value and o["seed"] == seed)
+            out = next(
+                o for o in clip["outputs"] if o["method"] == method and o["value"] == value and o["seed"] == seed
+            )
             label = f"{'s' if method == 'sdedit' else 'η'} = {value:g}"
             cells.append((label, root / out["file"]))
         rows.append((METHOD_TITLES[method], cells))
@@ -371,14 +422,21 @@ def plot_spectrograms(results: dict[str, Any], config: EvalConfig, root: Path, p
             if floor is None:  # one colour scale for every panel, set by the input
                 top = float(spec.max())
                 floor = (top - 80.0, top)
-            ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=floor[0], vmax=floor[1],
-                      extent=(0, samples.shape[0] / rate, 0, spec.shape[0]))
+            ax.imshow(
+                spec,
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                vmin=floor[0],
+                vmax=floor[1],
+                extent=(0, samples.shape[0] / rate, 0, spec.shape[0]),
+            )
             ax.set_title(f"{title} {label}".strip(), fontsize=8)
             ax.set_yticks([])
             ax.tick_params(labelsize=6)
             if r == len(rows) - 1 or c >= len(rows[r + 1][1]):
                 ax.set_xlabel("time (s)", fontsize=7)
-    figure.suptitle(f"{clip['id']} ({clip['edit_type']}): \"{clip['target_prompt']}\"", fontsize=9)
+    figure.suptitle(f'{clip["id"]} ({clip["edit_type"]}): "{clip["target_prompt"]}"', fontsize=9)
     figure.tight_layout()
     return _save_png(figure, path)
 
@@ -403,4 +461,13 @@ def write_reports(results: dict[str, Any], root: Path, config: EvalConfig) -> di
     return results
 
 
-__all__ = ["build_curves", "build_table", "interval", "render_csv", "render_markdown", "write_json", "write_reports", "write_text"]
+__all__ = [
+    "build_curves",
+    "build_table",
+    "interval",
+    "render_csv",
+    "render_markdown",
+    "write_json",
+    "write_reports",
+    "write_text",
+]

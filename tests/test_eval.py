@@ -24,8 +24,26 @@ from nrt.report import interval
 
 GAP = (0.3, 0.7)  # the inpainting clip's silent gap, in seconds
 FAST = [
-    "--model", "tiny", "--clap", "tiny", "--device", "cpu", "--quiet",
-    "--embed-steps", "2", "--tune-steps", "2", "--steps", "2", "--etas", "0", "0.5", "1", "--strengths", "0.5", "1",
+    "--model",
+    "tiny",
+    "--clap",
+    "tiny",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--embed-steps",
+    "2",
+    "--tune-steps",
+    "2",
+    "--steps",
+    "2",
+    "--etas",
+    "0",
+    "0.5",
+    "1",
+    "--strengths",
+    "0.5",
+    "1",
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,7 +22,9 @@ def _clicks(times: list[float], rate: int, seconds: float = 2.0) -> np.ndarray:
     for t in times:
         start = int(t * rate)
         n = int(0.03 * rate)
-        wave[start : start + n] += 0.6 * np.exp(-np.arange(n) / (0.004 * rate)) * np.sin(2 * np.pi * 1500 * np.arange(n) / rate)
+        wave[start : start + n] += (
+            0.6 * np.exp(-np.arange(n) / (0.004 * rate)) * np.sin(2 * np.pi * 1500 * np.arange(n) / rate)
+        )
     return wave.astype(np.float32)
 
 
@@ -54,19 +56,27 @@ def test_score_json_equals_the_scorer_and_onset_f1(
     assert got["text"] == pytest.approx(clap.text, abs=1e-6)
     assert got["audio"] == pytest.approx(clap.audio, abs=1e-6)
     assert got["sum"] == pytest.approx(clap.sum, abs=1e-6)
-    assert (got["onset_f1"], got["onset_precision"], got["onset_recall"]) == (onsets.f1, onsets.precision, onsets.recall)
+    assert (got["onset_f1"], got["onset_precision"], got["onset_recall"]) == (
+        onsets.f1,
+        onsets.precision,
+        onsets.recall,
+    )
     assert got["band_limit_rate"] == band_limit
     assert 0 < onsets.f1 < 1  # a real partial match, not a degenerate case
 
 
-def test_an_edit_identical_to_the_input_scores_audio_clap_1(files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+def test_an_edit_identical_to_the_input_scores_audio_clap_1(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
     input_path, _ = files
     got = _score_json(capsys, str(input_path), str(input_path), PROMPT)
     assert got["audio"] == pytest.approx(1.0, abs=1e-6)
     assert got["onset_f1"] == 1.0 and got["onset_n_input"] == 4
 
 
-def test_human_output_names_the_numbers_and_the_clap_caveat(files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+def test_human_output_names_the_numbers_and_the_clap_caveat(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
     assert main(["score", *map(str, files), PROMPT, "--clap", "tiny", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     for label in ("Text CLAP", "Audio CLAP", "Sum", "Onset F1", "precision", "recall"):
@@ -89,7 +99,9 @@ def test_default_laion_model_offline_fails_in_one_line(files: tuple[Path, Path],
         (["{input}", "{edit}", PROMPT, "--band-limit", "0"], "--band-limit"),
     ],
 )
-def test_bad_input_exits_2(files: tuple[Path, Path], capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+def test_bad_input_exits_2(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
     args = [a.format(input=files[0], edit=files[1]) for a in args]
     assert main(["score", *args, "--clap", "tiny"]) == 2
     err = capsys.readouterr().err
