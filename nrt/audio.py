@@ -13,7 +13,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -23,6 +22,7 @@ import soundfile as sf
 import soxr
 
 from nrt.errors import InputError
+from nrt.files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -262,16 +262,7 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, 
     fmt = _format_of(path.suffix)
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write(tmp, samples, sample_rate, fmt, subtype)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_file(path, lambda tmp: _write(tmp, samples, sample_rate, fmt, subtype))
 
 
 def encode_audio(samples: np.ndarray, sample_rate: int, format: str = "wav", subtype: str | None = None) -> bytes:

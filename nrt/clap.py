@@ -54,8 +54,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -65,6 +63,7 @@ import soxr
 import torch
 
 from nrt.errors import InputError, ModelNotFoundError, NrtError
+from nrt.hub import cache_dir, ensure_cached
 
 if TYPE_CHECKING:
     from transformers import ClapFeatureExtractor, ClapModel, PreTrainedTokenizerBase
@@ -441,11 +440,6 @@ def _not_found(name: str, why: str) -> ModelNotFoundError:
     )
 
 
-def cache_dir() -> Path:
-    """Where nrt keeps what it builds: ``$NRT_CACHE``, else ``~/.cache/nrt``."""
-    return Path(os.environ.get("NRT_CACHE") or Path.home() / ".cache" / "nrt").expanduser()
-
-
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """The local directory of a CLAP checkpoint: built (``"tiny"``), on disk, cached or downloaded."""
     name = str(name_or_path)
@@ -479,19 +473,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
 
 
 def _tiny_in_cache() -> Path:
-    target = cache_dir() / f"clap-tiny-v{TINY_VERSION}"
-    if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".clap-tiny-", dir=target.parent))
-        build_tiny_clap(staging)
-        try:
-            staging.rename(target)
-            logger.info("built the tiny CLAP into %s", target)
-        except OSError:  # another process got there first, or something else sits there
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (target / "config.json").is_file():
-                raise NrtError(f"{target} exists but holds no tiny CLAP; remove it and try again") from None
-    return target
+    return ensure_cached(f"clap-tiny-v{TINY_VERSION}", build_tiny_clap, "config.json")
 
 
 # The tiny model

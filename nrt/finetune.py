@@ -73,20 +73,36 @@ def finetune_unet(
 @contextlib.contextmanager
 def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None) -> Iterator[torch.nn.Module]:
     if method == "full":
-        unet = copy.deepcopy(backbone.unet).float().requires_grad_(True)
-        try:
-            yield unet
-        finally:
-            del unet
+        yield copy.deepcopy(backbone.unet).float().requires_grad_(True)
         return
+    with _adapter(backbone, lora, trainable=True) as unet:
+        yield unet
+
+
+@contextlib.contextmanager
+def _adapter(
+    backbone: Backbone, lora: dict[str, Any], state: dict[str, torch.Tensor] | None = None, trainable: bool = False
+) -> Iterator[torch.nn.Module]:
+    """The backbone's UNet with a LoRA adapter (loaded from ``state`` if given) until the block ends."""
+    from peft import set_peft_model_state_dict
+
     unet = backbone.unet
     unet.add_adapter(lora_config(**lora), adapter_name=ADAPTER)
-    for name, p in unet.named_parameters():
-        is_lora = "lora_" in name
-        p.requires_grad_(is_lora)
-        if is_lora:
-            p.data = p.data.float()
     try:
+        if state is not None:
+            incompatible = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
+            unexpected = getattr(incompatible, "unexpected_keys", [])
+            if unexpected:
+                raise ValueError(f"LoRA weights do not match the UNet: unexpected keys {unexpected[:5]}")
+        if trainable:
+            for name, p in unet.named_parameters():
+                is_lora = "lora_" in name
+                p.requires_grad_(is_lora)
+                if is_lora:  # the adapter trains in float32 whatever the UNet's precision
+                    p.data = p.data.float()
+        else:
+            place(unet, backbone.device, backbone.dtype)
+            unet.requires_grad_(False)
         yield unet
     finally:
         remove_adapter(unet)
@@ -128,26 +144,8 @@ def fitted_unet(
     """The backbone's UNet with a fit's weights applied, for as long as the block runs."""
     if method == "full":
         unet = copy.deepcopy(backbone.unet)
-        result = unet.load_state_dict(state, strict=True)
-        del result
-        place(unet, backbone.device, backbone.dtype).eval()
-        try:
-            yield unet
-        finally:
-            del unet
+        unet.load_state_dict(state, strict=True)
+        yield place(unet, backbone.device, backbone.dtype).eval()
         return
-    from peft import set_peft_model_state_dict
-
-    unet = backbone.unet
-    unet.add_adapter(lora_config(**lora), adapter_name=ADAPTER)
-    incompatible = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
-    unexpected = getattr(incompatible, "unexpected_keys", [])
-    if unexpected:
-        remove_adapter(unet)
-        raise ValueError(f"LoRA weights do not match the UNet: unexpected keys {unexpected[:5]}")
-    place(unet, backbone.device, backbone.dtype)
-    unet.requires_grad_(False)
-    try:
+    with _adapter(backbone, lora, state=state) as unet:
         yield unet
-    finally:
-        remove_adapter(unet)

@@ -14,13 +14,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .errors import NrtError
+from .files import atomic_file
 from .scoring import describe_clap
 
 if TYPE_CHECKING:
@@ -40,16 +40,7 @@ MATPLOTLIB_HINT = "the figures need matplotlib: pip install 'nrt[eval]' (or pip 
 # -- files ---------------------------------------------------------------------------------------
 def _replace_with(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_file(path, write)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

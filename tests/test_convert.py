@@ -285,8 +285,9 @@ def test_weight_norm_is_folded(audioldm) -> None:
 # -- mel front end ---------------------------------------------------------------------------
 
 
-def test_mel_front_end_matches_tacotron_stft(audioldm, monkeypatch) -> None:
-    # audioldm 0.1.1 calls librosa 0.9's positional signatures; librosa 0.10+ wants keywords.
+@pytest.fixture()
+def tacotron_stft(audioldm, monkeypatch):
+    """audioldm's TacotronSTFT class, with its librosa 0.9 positional calls made keyword calls."""
     def pad_center(data, size, **kwargs):
         return librosa.util.pad_center(data, size=size, **kwargs)
 
@@ -295,10 +296,14 @@ def test_mel_front_end_matches_tacotron_stft(audioldm, monkeypatch) -> None:
 
     monkeypatch.setattr(audioldm.stft, "pad_center", pad_center)
     monkeypatch.setattr(audioldm.stft, "librosa_mel_fn", mel)
+    return audioldm.stft.TacotronSTFT
+
+
+def test_mel_front_end_matches_tacotron_stft(tacotron_stft) -> None:
     cfg = json.loads((FORMATS / "mustango-stft_config.json").read_text())
     wave = torch.rand(2, 16000, generator=torch.Generator().manual_seed(6)) - 0.5
     with torch.no_grad():
-        ref, _, _ = audioldm.stft.TacotronSTFT(**cfg).mel_spectrogram(wave)
+        ref, _, _ = tacotron_stft(**cfg).mel_spectrogram(wave)
         got = MelFrontEnd(StftConfig.from_dict(cfg))(wave)
     assert ref.shape == (2, 64, 101) and got.shape == (2, 101, 64)
     # Log-mel, so an absolute tolerance: the DFT by convolution and torch.stft's FFT differ
@@ -306,18 +311,10 @@ def test_mel_front_end_matches_tacotron_stft(audioldm, monkeypatch) -> None:
     assert (got.transpose(1, 2) - ref).abs().max().item() < 1e-4
 
 
-def test_stft_buffers_equal_tacotron_stft_state(audioldm, monkeypatch) -> None:
+def test_stft_buffers_equal_tacotron_stft_state(tacotron_stft) -> None:
     """What nrt writes as pytorch_model_stft.bin is the original module's state dict."""
-    def pad_center(data, size, **kwargs):
-        return librosa.util.pad_center(data, size=size, **kwargs)
-
-    def mel(sr, n_fft, n_mels, fmin, fmax):
-        return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-
-    monkeypatch.setattr(audioldm.stft, "pad_center", pad_center)
-    monkeypatch.setattr(audioldm.stft, "librosa_mel_fn", mel)
     cfg = json.loads((FORMATS / "mustango-stft_config.json").read_text())
-    reference = audioldm.stft.TacotronSTFT(**cfg).state_dict()
+    reference = tacotron_stft(**cfg).state_dict()
     ours = tacotron_stft_buffers(StftConfig.from_dict(cfg))
     assert ours.keys() == reference.keys()
     for key in ours:

@@ -16,19 +16,19 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from nrt.errors import InputError  # noqa: E402
-from nrt.fit import FitConfig  # noqa: E402
-from nrt.storage import Storage, bundle_rel, read_registry_entry  # noqa: E402
+from conftest import write_tone_clip
 
-from conftest import write_tone_clip  # noqa: E402
+from nrt.errors import InputError
+from nrt.fit import FitConfig
+from nrt.storage import Storage, bundle_rel, read_registry_entry
 
 ray = pytest.importorskip("ray")
 optuna = pytest.importorskip("optuna")
 
-from nrt.sweep import SweepConfig, fit_key, parse_param, read_clips, run_sweep  # noqa: E402
+from nrt.sweep import SweepConfig, fit_key, parse_param, read_clips, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE_FITS = dict(embed_steps=3, tune_steps=3)
+SMOKE_FITS = {"embed_steps": 3, "tune_steps": 3}
 
 
 def _load_script():
@@ -67,12 +67,11 @@ def manifest(clip_dir):
 
 
 def smoke_config(storage, **changes) -> SweepConfig:
-    settings = dict(
-        storage=str(storage), fits=(FitConfig(**SMOKE_FITS),), trials=2, max_retries=1,
-        space={"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1")},
-    )
-    settings.update(changes)
-    return SweepConfig(**settings)
+    settings = {
+        "storage": str(storage), "fits": (FitConfig(**SMOKE_FITS),), "trials": 2, "max_retries": 1,
+        "concurrent_trials": 1, "space": {"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1")},
+    }
+    return SweepConfig(**{**settings, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def swept(ray_local, manifest, tmp_path_factory):
 # -- a whole sweep ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sweep_writes_registry_entries_and_the_study_database(swept):
-    storage, result, fits, lines = swept
+    storage, result, _, lines = swept
     assert [r["clip_id"] for r in result.rows] == ["beep", "gap"]
     assert [r["status"] for r in result.rows] == ["done", "done"]
     for row in result.rows:
@@ -181,7 +180,7 @@ def test_a_failing_clip_does_not_stop_the_others(ray_local, clip_dir, tmp_path):
         ("bad-trials", "addition", str(clip_dir / "beep.wav"), "a beep with a bird"),
     ])
     storage = Storage(tmp_path / "root")
-    config = smoke_config(storage.root)
+    config = smoke_config(storage.root, trials=1)
     clips = {c.job.clip_id: c for c in read_clips(manifest)}
     # bad-fit: its staged input is damaged after staging, so every fit attempt raises
     bad = clips["bad-fit"].job
@@ -356,6 +355,8 @@ def test_a_worker_edit_is_the_edit_generate_makes(backbone, tone_wav, tmp_path):
     from nrt.scoring import load_scorer
     from nrt.sweep.trials import FittedClip
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a worker with one CPU uses; two threads are slower on these ops
     clip = load_audio(tone_wav)
     result = fit(backbone, prepare_input(backbone, clip).wave, "a beep", FitConfig(**SMOKE_FITS), progress=False)
     bundle = load_bundle(save_bundle(tmp_path / "b", result, backbone.info, clip, target_prompt="a beep"))
@@ -366,6 +367,7 @@ def test_a_worker_edit_is_the_edit_generate_makes(backbone, tone_wav, tmp_path):
     finally:
         fitted.close()
     reference = generate(backbone, bundle, [0.2, 0.8], config, seed=5, progress=False)
+    torch.set_num_threads(threads)
     for a, b in zip(cached, reference):
         assert a.shape == clip.samples.shape
         np.testing.assert_allclose(a, b, atol=1e-5)

@@ -20,8 +20,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
 from nrt.errors import BundleError, InputError, ModelNotFoundError, NrtError

@@ -6,7 +6,15 @@ under Ray Tune, scored by the CLAP sum; the best of each clip goes to the regist
 """
 
 from .clips import ClipJob, ManifestClip, read_clips, stage_clip
-from .config import PRESETS, Param, Resources, SweepConfig, fit_grid, fit_key, parse_param
+from .config import (
+    PRESETS,
+    Param,
+    Resources,
+    SweepConfig,
+    fit_grid,
+    fit_key,
+    parse_param,
+)
 from .runner import SweepResult, connect, run_sweep
 from .search import EDIT_WORK, Work, submit_clip, sweep_clip
 

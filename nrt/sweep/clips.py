@@ -48,7 +48,7 @@ class ClipJob:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClipJob":
+    def from_dict(cls, data: dict[str, Any]) -> ClipJob:
         mask = data.get("mask")
         return cls(
             clip_id=data["clip_id"], edit_type=data["edit_type"], target_prompt=data["target_prompt"],

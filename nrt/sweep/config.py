@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..edit import check_etas
 from ..errors import InputError
 from ..fit import FitConfig
-from ..sample import SCHEDULERS, SampleConfig, check_seed
+from ..sample import SampleConfig, check_seed
 
 METRIC = "sum"  # the CLAP sum: Text CLAP + Audio CLAP
 SEARCHED = ("eta", "steps", "guidance", "scheduler")
@@ -39,7 +40,11 @@ class Param:
 
     def distribution(self):
         """Optuna's distribution of a searched parameter."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
 
         if self.kind == "choice":
             return CategoricalDistribution(list(self.values))
@@ -100,9 +105,9 @@ def parse_param(name: str, texts: Sequence[str] | str) -> Param:
         if not low < high:
             raise InputError(f"--{name}: the range {texts[0]!r} must run from low to high")
         return Param(name, "range", (low, high))
-    values = tuple(dict.fromkeys(value(t) for t in texts))
-    if any(":" in t for t in texts):
+    if any(":" in t for t in texts) and kind is not str:
         raise InputError(f"--{name}: give one range LOW:HIGH or a list of values, not both ({' '.join(texts)})")
+    values = tuple(dict.fromkeys(value(t) for t in texts))
     return Param(name, "fixed" if len(values) == 1 else "choice", values)
 
 
@@ -224,4 +229,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 __all__ = ["METRIC", "PRESETS", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",
-           "parse_param", "SCHEDULERS"]
+           "parse_param"]

@@ -80,7 +80,8 @@ def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
     from ..backbones import load_backbone
     from ..bundle import save_bundle
     from ..edit import latent_weight, prepare_input
-    from ..fit import FitConfig, fit as run_fit
+    from ..fit import FitConfig
+    from ..fit import fit as run_fit
 
     rel = bundle_rel(job.clip_id, key)
     if bundle_ready(storage, rel):
@@ -152,7 +153,7 @@ class FitCoordinator:
         return dict(self._counts)
 
 
-def coordinator() -> "ray.actor.ActorHandle":
+def coordinator() -> ray.actor.ActorHandle:
     """The cluster's fit coordinator, started on first use. It outlives a killed driver, so a
     resumed sweep joins the fits that are still running instead of starting them again."""
     return FitCoordinator.options(

@@ -12,7 +12,8 @@ import hashlib
 import io
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ray
 from ray import tune
@@ -35,6 +36,8 @@ class ProgressBoard:
         self._version = 0
 
     def post(self, clip_id: str, **fields: Any) -> None:
+        if fields.get("state") == "queued":  # a new run of the clip starts from a clean line
+            self._clips.pop(clip_id, None)
         self._clips.setdefault(clip_id, {}).update(fields)
         self._version += 1
 
@@ -57,7 +60,7 @@ def board_name(storage: Storage) -> str:
     return "nrt-progress-" + hashlib.sha256(storage.root.encode()).hexdigest()[:12]
 
 
-def open_board(storage: Storage) -> "ray.actor.ActorHandle":
+def open_board(storage: Storage) -> ray.actor.ActorHandle:
     return ProgressBoard.options(name=board_name(storage), namespace="nrt", get_if_exists=True).remote()
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ray
 
@@ -125,12 +126,20 @@ def _drive(todo, finished, config, storage, work, say, started, poll_seconds, cl
     gpus = resources.get("GPU", 0)
     use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
     config = replace(config, resources=replace(config.resources, gpu=use_gpu))
-    window = config.max_clips or max(2, int(2 * gpus) if use_gpu else int(resources.get("CPU", 1)))
+
+    def window() -> int:
+        """Clips in flight: two per GPU (one fitting, one searching), or one per CPU without GPUs.
+        Counted again as an autoscaler adds nodes."""
+        if config.max_clips:
+            return config.max_clips
+        now = ray.cluster_resources()
+        return max(2, int(2 * now.get("GPU", 0)) if use_gpu else int(now.get("CPU", 1)))
+
     if storage.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         logger.warning("storage %s is a local directory on a cluster of several nodes: every node must "
                        "see it at the same path (or use s3:// or gs://)", storage.root)
     say(f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {gpus:g} GPUs, "
-        f"{window} at a time; results in {storage.root}")
+        f"{window()} at a time; results in {storage.root}")
 
     fits = coordinator()
     counts_before = ray.get(fits.counts.remote())
@@ -151,7 +160,7 @@ def _drive(todo, finished, config, storage, work, say, started, poll_seconds, cl
                 say(line)
 
     while queue or running:
-        while queue and len(running) < window:
+        while queue and len(running) < window():
             clip = queue.pop(0)
             board.post.remote(clip.job.clip_id, state="queued")
             running[submit_clip(clip.job, config, work, node_id=node)] = clip.job.clip_id

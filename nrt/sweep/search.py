@@ -15,8 +15,9 @@ import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import ray
@@ -25,11 +26,24 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..fit import FitConfig
 from ..hub import cache_dir
-from ..storage import Storage, bundle_ready, bundle_rel, registry_rel, write_registry_entry
+from ..storage import (
+    Storage,
+    bundle_ready,
+    bundle_rel,
+    registry_rel,
+    write_registry_entry,
+)
 from .clips import ClipJob
 from .config import METRIC, SweepConfig, fit_identity, fit_key
 from .fits import coordinator, fit_task
-from .progress import TrialProgress, board_name, post, plot_trials, render_csv, write_status
+from .progress import (
+    TrialProgress,
+    board_name,
+    plot_trials,
+    post,
+    render_csv,
+    write_status,
+)
 from .trials import TrialJob, edit_trial
 
 logger = logging.getLogger(__name__)
@@ -232,7 +246,7 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
         "trials_csv": trials_rel,
         "plot": plot_rel,
         "seconds": seconds,
-        "files": [f"{bundle_rel(clip_id, best['fit_key'])}/bundle.json", trials_rel, plot_rel],
+        "files": [job.input, f"{bundle_rel(clip_id, best['fit_key'])}/bundle.json", trials_rel, plot_rel],
     }
     write_registry_entry(storage, entry)
     row = {"clip_id": clip_id, "status": "done", **entry["best"], **entry["scores"], "trials": len(trials),

@@ -1,0 +1,129 @@
+"""What goes over the wire: request and response bodies, with the ranges the OpenAPI page shows.
+
+The edit fields are the names the CLI and the sweep use (``eta``, ``steps``, ``guidance``,
+``scheduler``, ``seed``); their ranges are those of :class:`~nrt.sample.SampleConfig`,
+:func:`~nrt.edit.check_etas` and :func:`~nrt.sample.check_seed`, which the editor checks again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..bundle import EDIT_TYPES
+from ..sample import MAX_SEED
+
+EditType = Literal[EDIT_TYPES]  # type: ignore[valid-type]
+JobState = Literal["queued", "fitting", "searching", "done", "failed"]
+
+
+class ErrorBody(BaseModel):
+    """Every error: a short code to branch on and a sentence that says what to change."""
+
+    error: str = Field(description="short code: invalid_request, bad_audio, unauthorized, not_found, conflict, "
+                                   "too_large, overloaded, internal")
+    detail: str = Field(description="what was wrong, with the bad value and the accepted range")
+
+
+class EditRequest(BaseModel):
+    """One edit of a registered clip. Every field is optional: an absent one takes the clip's best."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"eta": 0.6, "seed": 7}]})
+
+    eta: float | None = Field(None, ge=0.0, le=1.0, strict=True,
+                              description="η in [0, 1]: 0 reconstructs the input, 1 follows the prompt alone")
+    steps: int | None = Field(None, ge=1, le=1000, strict=True, description="diffusion steps T, 1-1000")
+    guidance: float | None = Field(None, ge=0.0, le=20.0, strict=True, description="classifier-free guidance scale, 0-20")
+    scheduler: Literal["ddpm", "ddim"] | None = Field(None, description="sampler")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True,
+                             description="seed of every random draw of the edit, 0 to 2^32-1; the same seed and "
+                                         "settings give the same audio")
+    format: Literal["wav", "flac"] = Field("wav", description="container of the returned audio (16-bit PCM)")
+    scores: bool = Field(False, strict=True,
+                         description="also score the edit with CLAP against the prompt and the input "
+                                     "(X-Nrt-Clap-* headers); costs a CLAP pass")
+
+
+class Settings(BaseModel):
+    """The settings of an edit."""
+
+    eta: float
+    steps: int
+    guidance: float
+    scheduler: str
+    seed: int
+
+
+class Scores(BaseModel):
+    """CLAP scores of the best trial: text (edit vs prompt), audio (edit vs input), their sum."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: float
+    audio: float
+    sum: float
+    clap: str | None = Field(None, description="the CLAP model that gave them")
+
+
+class ClipSummary(BaseModel):
+    """A clip the registry holds, with the best settings its search found."""
+
+    clip_id: str
+    edit_type: str
+    target_prompt: str
+    model: str = Field(description="the backbone its bundle was fitted on")
+    best: Settings
+    scores: Scores
+    trials: dict[str, int] = Field(description="trials run, done and failed")
+    created: str | None = None
+
+
+class ClipDetail(ClipSummary):
+    """One clip in full: its mask, fit, search space and every setting tried."""
+
+    mask: list[list[float]] | None = Field(None, description="inpainting ranges in seconds")
+    fit: dict[str, Any] = Field(default_factory=dict, description="fit settings of the best bundle")
+    search: dict[str, str] = Field(default_factory=dict, description="the search space, per parameter")
+    seconds: float | None = Field(None, description="time the fit and search took")
+    clap_note: str = Field(description="what the scores can be compared with")
+    links: dict[str, str]
+
+
+class ClipList(BaseModel):
+    clips: list[ClipSummary]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    model: str
+
+
+class JobCreated(BaseModel):
+    """An upload accepted: its fit and search run in the background."""
+
+    clip_id: str
+    job_id: str
+
+
+class JobProgress(BaseModel):
+    fits: int | None = Field(None, description="fit settings being fitted")
+    trials_done: int = 0
+    trials_failed: int = 0
+    trials_total: int | None = None
+    fraction: float = Field(0.0, description="share of the search's trials finished, 0-1 (1 when done)")
+    best_sum: float | None = Field(None, description="best CLAP sum so far")
+
+
+class JobStatus(BaseModel):
+    """Where an upload's fit and search are."""
+
+    job_id: str
+    clip_id: str
+    state: JobState
+    progress: JobProgress
+    created: float = Field(description="Unix time the upload was accepted")
+    updated: float | None = None
+    error: str | None = Field(None, description="why it failed (state failed)")
+    links: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,370 @@
+"""The HTTP service on a local Ray with 2 CPUs: tiny backbone, tiny CLAP, Serve on 127.0.0.1.
+
+One Ray and one Serve application for the module, against a registry written here: a tiny fit
+saved as a bundle in the storage layout and published with nrt.storage, as the sweep does.
+"""
+
+import concurrent.futures
+import importlib.util
+import io
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from conftest import write_tone_clip  # noqa: E402
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("fastapi")
+pytest.importorskip("python_multipart")
+requests = pytest.importorskip("requests")
+
+from nrt.storage import Storage, bundle_rel, write_registry_entry  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-4f1c"
+BEST = {"eta": 0.5, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0}
+RATE, CHANNELS = 22050, 2  # not the model's 16 kHz mono: the edit must come back like the input
+
+pytestmark = pytest.mark.slow
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dict = BEST) -> dict:
+    """Put a bundle where the sweep puts it and publish its registry entry (the JSON last)."""
+    key = "lora-test0000000"
+    rel = bundle_rel(clip_id, key)
+    shutil.copytree(source, storage.local_path(rel))
+    meta = json.loads((source / "bundle.json").read_text())
+    storage.put_file(source / meta["input"]["file"], f"clips/{clip_id}/input.flac")
+    return {
+        "clip_id": clip_id, "edit_type": "addition", "target_prompt": prompt, "mask": None,
+        "input": f"clips/{clip_id}/input.flac", "model": "tiny", "dtype": "fp32", "bundle": rel, "fit_key": key,
+        "fit": meta["fit"], "best": dict(best),
+        "scores": {"text": 0.1, "audio": 0.9, "sum": 1.0, "clap": "tiny"},
+        "trials": {"run": 2, "done": 2, "failed": 0}, "search": {"eta": "0:1"},
+        "files": [f"{rel}/bundle.json"],
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One tiny LoRA fit of a 22.05 kHz stereo beep, saved as a bundle outside the storage root."""
+    from nrt.audio import load_audio
+    from nrt.backbones import load_backbone
+    from nrt.bundle import save_bundle
+    from nrt.edit import prepare_input
+    from nrt.fit import FitConfig, fit
+
+    directory = tmp_path_factory.mktemp("fitted")
+    wav = write_tone_clip(directory / "beep.wav", rate=RATE, channels=CHANNELS)
+    backbone = load_backbone("tiny", device="cpu")
+    clip = load_audio(wav)
+    result = fit(backbone, prepare_input(backbone, clip).wave, "a beep with a dog barking",
+                 FitConfig(embed_steps=3, tune_steps=3), progress=False)
+    return save_bundle(directory / "bundle", result, backbone.info, clip, target_prompt="a beep with a dog barking")
+
+
+@pytest.fixture(scope="module")
+def storage(fitted, tmp_path_factory):
+    storage = Storage(tmp_path_factory.mktemp("service") / "root")
+    write_registry_entry(storage, publish(storage, "beep", fitted, "a beep with a dog barking"))
+    return storage
+
+
+@pytest.fixture(scope="module")
+def service(storage):
+    """Ray, Serve on a free loopback port, and the app built by serve/app.py's builder."""
+    from ray import serve
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    builder = _load("serve_app", ROOT / "serve" / "app.py")
+    app = builder.app({
+        "storage": storage.root, "api_token": TOKEN, "max_queued_requests": "2", "max_clips_per_replica": "1",
+        "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "2", "job_fit_cpus": "0.5",
+        "job_trial_cpus": "0.5", "editor_cpus": "0.5",
+    })
+    serve.run(app, name="nrt", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    try:
+        yield url, session
+    finally:
+        session.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def upload(service, tmp_path_factory):
+    """An upload accepted early, so that its fit and search run while the other tests do."""
+    url, session = service
+    wav = write_tone_clip(tmp_path_factory.mktemp("upload") / "upload.wav")
+    with open(wav, "rb") as f:
+        response = session.post(f"{url}/v1/clips", files={"audio": ("uploaded beep.wav", f, "audio/wav")},
+                                data={"target_prompt": "a beep and a cat", "edit_type": "addition", "clip_id": "uploaded"})
+    return response, wav
+
+
+def edit(service, clip_id: str = "beep", **body) -> requests.Response:
+    url, session = service
+    return session.post(f"{url}/v1/clips/{clip_id}/edits", json=body or None, timeout=120)
+
+
+def assert_error(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"]
+    return body
+
+
+# -- reading the registry and editing -----------------------------------------------------------
+def test_health_is_open_and_everything_else_needs_the_token(service, upload):
+    url, _ = service
+    assert requests.get(f"{url}/healthz").json()["status"] == "ok"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for path in ("/v1/clips", "/v1/clips/beep", "/openapi.json"):
+            body = assert_error(requests.get(f"{url}{path}", headers=headers), 401)
+            assert body["error"] == "unauthorized"
+        assert_error(requests.post(f"{url}/v1/clips/beep/edits", json={}, headers=headers), 401)
+    ok = requests.get(f"{url}/v1/clips", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and [c["clip_id"] for c in ok.json()["clips"]] == ["beep"]
+
+
+def test_a_clip_shows_its_best_settings_and_its_input(service, fitted):
+    url, session = service
+    clip = session.get(f"{url}/v1/clips/beep").json()
+    assert clip["best"] == BEST and clip["scores"]["sum"] == 1.0 and clip["target_prompt"] == "a beep with a dog barking"
+    assert "Table 1" in clip["clap_note"]
+    given = session.get(f"{url}/v1/clips/beep/input")
+    assert given.status_code == 200 and given.headers["content-type"] == "audio/flac"
+    samples, rate = sf.read(io.BytesIO(given.content), dtype="float32", always_2d=True)
+    assert rate == RATE and samples.shape == (RATE, CHANNELS)
+
+
+def test_an_edit_is_a_wav_of_the_inputs_length_and_rate_made_with_the_best_settings(service):
+    response = edit(service)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(response.content), dtype="float32", always_2d=True)
+    assert rate == RATE and samples.shape == (RATE, CHANNELS) and np.abs(samples).max() > 0
+    headers = response.headers
+    assert float(headers["X-Nrt-Eta"]) == BEST["eta"] and int(headers["X-Nrt-Steps"]) == BEST["steps"]
+    assert float(headers["X-Nrt-Guidance"]) == BEST["guidance"] and int(headers["X-Nrt-Seed"]) == BEST["seed"]
+    assert headers["X-Nrt-Scheduler"] == "ddpm" and "X-Nrt-Clap-Sum" not in headers
+
+
+def test_a_seed_gives_the_same_bytes_and_overrides_change_them(service):
+    first, again = edit(service, seed=5), edit(service, seed=5)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    other_seed = edit(service, seed=6)
+    other_eta = edit(service, seed=5, eta=1.0)
+    assert other_seed.content != first.content and other_eta.content != first.content
+    assert int(other_seed.headers["X-Nrt-Seed"]) == 6 and float(other_eta.headers["X-Nrt-Eta"]) == 1.0
+    flac = edit(service, seed=5, format="flac", steps=2, guidance=1.0, scheduler="ddim")
+    assert flac.headers["content-type"] == "audio/flac"
+    samples, rate = sf.read(io.BytesIO(flac.content), always_2d=True)
+    assert rate == RATE and samples.shape == (RATE, CHANNELS)
+    assert flac.headers["X-Nrt-Steps"] == "2" and flac.headers["X-Nrt-Scheduler"] == "ddim"
+
+
+def test_scores_come_in_headers_when_asked(service):
+    response = edit(service, seed=5, scores=True)
+    assert response.status_code == 200
+    text, audio, total = (float(response.headers[f"X-Nrt-Clap-{k}"]) for k in ("Text", "Audio", "Sum"))
+    assert total == pytest.approx(text + audio) and -1 <= text <= 1 and -1 <= audio <= 1
+    assert response.headers["X-Nrt-Clap-Model"] == "tiny"
+    assert response.content == edit(service, seed=5).content  # scoring does not change the edit
+
+
+# -- bad input ------------------------------------------------------------------------------------
+BAD_EDITS = [
+    ("unknown clip", "nothing-here", {"seed": 1}, 404),
+    ("leading dot", ".hidden", {}, 422),
+    ("space in the id", "a%20b", {}, 422),
+    ("path characters", "..%2F..%2Fetc", {}, 404),
+    ("eta above 1", "beep", {"eta": 1.5}, 422),
+    ("eta below 0", "beep", {"eta": -0.1}, 422),
+    ("eta of the wrong type", "beep", {"eta": "high"}, 422),
+    ("steps 0", "beep", {"steps": 0}, 422),
+    ("steps over 1000", "beep", {"steps": 1001}, 422),
+    ("steps not whole", "beep", {"steps": 2.5}, 422),
+    ("steps as text", "beep", {"steps": "3"}, 422),
+    ("guidance over 20", "beep", {"guidance": 25}, 422),
+    ("seed below 0", "beep", {"seed": -1}, 422),
+    ("seed over 2^32-1", "beep", {"seed": 2**32}, 422),
+    ("unknown format", "beep", {"format": "mp3"}, 422),
+    ("unknown field", "beep", {"strength": 0.5}, 422),
+]
+
+
+@pytest.mark.parametrize("what, clip_id, body, status", BAD_EDITS, ids=[c[0] for c in BAD_EDITS])
+def test_a_bad_edit_gets_its_status_and_the_next_good_one_succeeds(service, what, clip_id, body, status):
+    url, session = service
+    assert_error(session.post(f"{url}/v1/clips/{clip_id}/edits", json=body), status)
+    assert edit(service, seed=1).status_code == 200
+
+
+def test_malformed_json_is_a_400(service):
+    url, session = service
+    response = session.post(f"{url}/v1/clips/beep/edits", data=b"{eta: 0.5", headers={"Content-Type": "application/json"})
+    assert assert_error(response, 400)["error"] == "bad_request"
+    assert edit(service, seed=1).status_code == 200
+
+
+def _upload(service, audio: bytes | None = b"", filename: str = "clip.wav", **fields) -> requests.Response:
+    url, session = service
+    data = {"target_prompt": "a beep and a cat", "edit_type": "addition", **fields}
+    files = {"audio": (filename, audio, "audio/wav")} if audio is not None else None
+    return session.post(f"{url}/v1/clips", data=data, files=files)
+
+
+def test_bad_uploads_get_their_status_and_the_service_keeps_serving(service, tmp_path):
+    wav = write_tone_clip(tmp_path / "ok.wav").read_bytes()
+    cases = [
+        ("not audio", dict(audio=os.urandom(4000)), 400, "bad_audio"),
+        ("empty", dict(audio=b""), 400, "bad_audio"),
+        ("over the upload limit", dict(audio=os.urandom(600_000)), 413, "too_large"),
+        ("far over the upload limit", dict(audio=os.urandom(3_000_000)), 413, "too_large"),
+        ("prompt over 500 characters", dict(audio=wav, target_prompt="beep " * 101), 422, "invalid_request"),
+        ("empty prompt", dict(audio=wav, target_prompt=" "), 422, "invalid_request"),
+        ("clip id with a path", dict(audio=wav, clip_id="../evil"), 422, "invalid_request"),
+        ("unknown edit type", dict(audio=wav, edit_type="removal"), 422, "invalid_request"),
+        ("bad mask", dict(audio=wav, edit_type="inpainting", mask="2-1"), 422, "invalid_request"),
+        ("mask without inpainting", dict(audio=wav, mask="0.1-0.2"), 422, "invalid_request"),
+        ("no audio field", dict(audio=None), 422, "invalid_request"),
+        ("clip id in the registry", dict(audio=wav, clip_id="beep"), 409, "conflict"),
+    ]
+    for what, fields, status, code in cases:
+        body = assert_error(_upload(service, **fields), status)
+        assert body["error"] == code, what
+    long_clip = io.BytesIO()  # 31 s in under the byte limit: over the CLI's 30 s
+    sf.write(long_clip, np.full((8000 * 31, 1), 0.1, dtype=np.float32), 8000, format="WAV", subtype="PCM_U8")
+    assert len(long_clip.getvalue()) < 500_000
+    assert "too long" in assert_error(_upload(service, audio=long_clip.getvalue()), 422)["detail"]
+    assert edit(service, seed=1).status_code == 200
+    url, session = service
+    assert [c["clip_id"] for c in session.get(f"{url}/v1/clips").json()["clips"]] == ["beep"]  # nothing registered
+
+
+# -- the registry changes while the service runs ---------------------------------------------------
+def test_a_clip_added_after_startup_is_served_and_evicting_one_changes_nothing(service, storage, fitted):
+    url, session = service
+    assert_error(edit(service, "late"), 404)
+    write_registry_entry(storage, publish(storage, "late", fitted, "a beep with a bird", best={**BEST, "eta": 0.2}))
+    assert "late" in [c["clip_id"] for c in session.get(f"{url}/v1/clips").json()["clips"]]
+    before = edit(service, "beep", seed=9).content
+    late = edit(service, "late", seed=9)  # one clip per replica here: "beep" is evicted
+    assert late.status_code == 200 and float(late.headers["X-Nrt-Eta"]) == 0.2
+    assert edit(service, "beep", seed=9).content == before
+    # the same bundle at the same settings gives the same edit, whichever clip id it is under
+    assert edit(service, "late", seed=9, eta=0.5).content == before
+
+
+# -- limits ------------------------------------------------------------------------------------------
+def test_edits_past_the_queue_get_503_not_a_hang(service):
+    slow = {"steps": 400, "seed": 3}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(edit, service, "beep", **slow) for _ in range(8)]
+        responses = [f.result(timeout=300) for f in futures]
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert assert_error(response, 503)["error"] == "overloaded" and "Retry-After" in response.headers
+    assert edit(service, seed=1).status_code == 200
+
+
+def test_the_load_script_reports_no_errors(service, capsys):
+    url, _ = service
+    load = _load("serve_load", ROOT / "serve" / "load.py")
+    code = load.main(["--url", url, "--clip", "beep", "--requests", "6", "--concurrency", "2", "--token", TOKEN,
+                      "--duration", "120", "--timeout", "120"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "requests: 6 " in out and "ok: 6" in out and "errors: 0" in out and "503s: 0" in out
+    assert "latency p95:" in out and "throughput:" in out
+    assert load.main(["--url", "http://example.com:8000"]) == 2  # loopback only
+
+
+def test_the_openapi_page_describes_every_endpoint_and_field(service):
+    url, session = service
+    spec = session.get(f"{url}/openapi.json").json()
+    assert {(p, m) for p, ms in spec["paths"].items() for m in ms} == {
+        ("/healthz", "get"), ("/v1/clips", "get"), ("/v1/clips", "post"), ("/v1/clips/{clip_id}", "get"),
+        ("/v1/clips/{clip_id}/input", "get"), ("/v1/clips/{clip_id}/edits", "post"), ("/v1/jobs/{job_id}", "get")}
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            assert operation.get("summary"), (path, method)
+            for parameter in operation.get("parameters", []):
+                assert parameter.get("description"), (path, method, parameter["name"])
+    edit_request = spec["components"]["schemas"]["EditRequest"]["properties"]
+    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "seed", "format", "scores"}
+    assert all(field.get("description") for field in edit_request.values())
+    eta = edit_request["eta"]["anyOf"][0]
+    assert (eta["minimum"], eta["maximum"]) == (0, 1)
+    upload_form = next(iter(spec["paths"]["/v1/clips"]["post"]["requestBody"]["content"].values()))["schema"]
+    form = spec["components"]["schemas"][upload_form["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert set(form) == {"audio", "target_prompt", "edit_type", "mask", "clip_id"}
+    assert all(field.get("description") for field in form.values())
+    assert form["target_prompt"]["maxLength"] == 500
+    edit_responses = spec["paths"]["/v1/clips/{clip_id}/edits"]["post"]["responses"]
+    assert {"200", "404", "422", "503"} <= set(edit_responses) and "X-Nrt-Eta" in edit_responses["200"]["headers"]
+    assert session.get(f"{url}/docs").status_code == 200
+
+
+# -- an upload, from job to editable clip ------------------------------------------------------------
+def test_an_uploaded_clip_goes_from_job_to_editable(service, upload):
+    url, session = service
+    response, wav = upload
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["clip_id"] == "uploaded" and len(created["job_id"]) == 32
+    assert_error(session.get(f"{url}/v1/jobs/{'0' * 32}"), 404)
+    assert_error(_upload(service, audio=wav.read_bytes(), clip_id="uploaded"), 409)  # being fitted
+
+    seen, deadline = [], time.time() + 300
+    while time.time() < deadline:
+        status = session.get(f"{url}/v1/jobs/{created['job_id']}").json()
+        if not seen or seen[-1] != status["state"]:
+            seen.append(status["state"])
+        if status["state"] in ("done", "failed"):
+            break
+        time.sleep(1)
+    assert status["state"] == "done", (seen, status)
+    assert set(seen) <= {"queued", "fitting", "searching", "done"}
+    assert status["progress"]["fraction"] == 1.0 and status["progress"]["trials_total"] == 2
+    assert status["links"]["edits"] == "/v1/clips/uploaded/edits"
+
+    clip = session.get(f"{url}/v1/clips/uploaded").json()
+    assert clip["trials"]["run"] == 2 and clip["target_prompt"] == "a beep and a cat"
+    edited = edit(service, "uploaded")
+    assert edited.status_code == 200, edited.text
+    samples, rate = sf.read(io.BytesIO(edited.content), always_2d=True)
+    given, given_rate = sf.read(wav, always_2d=True)
+    assert rate == given_rate and samples.shape == given.shape
