@@ -9,6 +9,7 @@
     registry/<clip_id>.json            the clip's best bundle and settings; beside it the trials
                                        (.trials.csv) and their plot (.trials.png)
     status/<clip_id>.json              queued, fitting, searching, done or failed
+    jobs/<job_id>.json                 an upload through the HTTP service: its clip, state and error
     optuna.db                          Optuna's studies (SQLite; local roots only)
     results.csv                        the last sweep's table
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.slow
 def _load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -81,7 +83,7 @@ def fitted(tmp_path_factory):
     backbone = load_backbone("tiny", device="cpu")
     clip = load_audio(wav)
     result = fit(backbone, prepare_input(backbone, clip).wave, "a beep with a dog barking",
-                 FitConfig(embed_steps=3, tune_steps=3), progress=False)
+                 FitConfig(embed_steps=3, embed_lr=0.05, tune_steps=3), progress=False)
     return save_bundle(directory / "bundle", result, backbone.info, clip, target_prompt="a beep with a dog barking")
 
 
@@ -176,16 +178,19 @@ def test_an_edit_is_a_wav_of_the_inputs_length_and_rate_made_with_the_best_setti
     assert float(headers["X-Nrt-Eta"]) == BEST["eta"] and int(headers["X-Nrt-Steps"]) == BEST["steps"]
     assert float(headers["X-Nrt-Guidance"]) == BEST["guidance"] and int(headers["X-Nrt-Seed"]) == BEST["seed"]
     assert headers["X-Nrt-Scheduler"] == "ddpm" and "X-Nrt-Clap-Sum" not in headers
+    assert sf.info(io.BytesIO(response.content)).subtype == "PCM_16"
 
 
 def test_a_seed_gives_the_same_bytes_and_overrides_change_them(service):
-    first, again = edit(service, seed=5), edit(service, seed=5)
+    # 32-bit float samples: the tiny model's edits differ by less than one 16-bit step
+    first, again = edit(service, seed=5, subtype="FLOAT"), edit(service, seed=5, subtype="FLOAT")
     assert first.status_code == again.status_code == 200
     assert first.content == again.content
-    other_seed = edit(service, seed=6)
-    other_eta = edit(service, seed=5, eta=1.0)
-    assert other_seed.content != first.content and other_eta.content != first.content
-    assert int(other_seed.headers["X-Nrt-Seed"]) == 6 and float(other_eta.headers["X-Nrt-Eta"]) == 1.0
+    other_seed = edit(service, seed=6, subtype="FLOAT")
+    assert other_seed.content != first.content and int(other_seed.headers["X-Nrt-Seed"]) == 6
+    low, high = (edit(service, seed=5, eta=eta, guidance=20.0, subtype="FLOAT") for eta in (0.0, 1.0))
+    assert low.content != high.content and float(high.headers["X-Nrt-Eta"]) == 1.0
+    assert sf.info(io.BytesIO(first.content)).subtype == "FLOAT"
     flac = edit(service, seed=5, format="flac", steps=2, guidance=1.0, scheduler="ddim")
     assert flac.headers["content-type"] == "audio/flac"
     samples, rate = sf.read(io.BytesIO(flac.content), always_2d=True)
@@ -194,12 +199,12 @@ def test_a_seed_gives_the_same_bytes_and_overrides_change_them(service):
 
 
 def test_scores_come_in_headers_when_asked(service):
-    response = edit(service, seed=5, scores=True)
+    response = edit(service, seed=5, scores=True, subtype="FLOAT")
     assert response.status_code == 200
     text, audio, total = (float(response.headers[f"X-Nrt-Clap-{k}"]) for k in ("Text", "Audio", "Sum"))
     assert total == pytest.approx(text + audio) and -1 <= text <= 1 and -1 <= audio <= 1
     assert response.headers["X-Nrt-Clap-Model"] == "tiny"
-    assert response.content == edit(service, seed=5).content  # scoring does not change the edit
+    assert response.content == edit(service, seed=5, subtype="FLOAT").content  # scoring changes no sample
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -219,6 +224,8 @@ BAD_EDITS = [
     ("seed below 0", "beep", {"seed": -1}, 422),
     ("seed over 2^32-1", "beep", {"seed": 2**32}, 422),
     ("unknown format", "beep", {"format": "mp3"}, 422),
+    ("float flac", "beep", {"format": "flac", "subtype": "FLOAT"}, 422),
+    ("scores as a number", "beep", {"scores": 1}, 422),
     ("unknown field", "beep", {"strength": 0.5}, 422),
 ]
 
@@ -278,17 +285,17 @@ def test_a_clip_added_after_startup_is_served_and_evicting_one_changes_nothing(s
     assert_error(edit(service, "late"), 404)
     write_registry_entry(storage, publish(storage, "late", fitted, "a beep with a bird", best={**BEST, "eta": 0.2}))
     assert "late" in [c["clip_id"] for c in session.get(f"{url}/v1/clips").json()["clips"]]
-    before = edit(service, "beep", seed=9).content
-    late = edit(service, "late", seed=9)  # one clip per replica here: "beep" is evicted
+    before = edit(service, "beep", seed=9, subtype="FLOAT").content
+    late = edit(service, "late", seed=9, subtype="FLOAT")  # one clip per replica here: "beep" is evicted
     assert late.status_code == 200 and float(late.headers["X-Nrt-Eta"]) == 0.2
-    assert edit(service, "beep", seed=9).content == before
+    assert edit(service, "beep", seed=9, subtype="FLOAT").content == before
     # the same bundle at the same settings gives the same edit, whichever clip id it is under
-    assert edit(service, "late", seed=9, eta=0.5).content == before
+    assert edit(service, "late", seed=9, eta=0.5, subtype="FLOAT").content == before
 
 
 # -- limits ------------------------------------------------------------------------------------------
 def test_edits_past_the_queue_get_503_not_a_hang(service):
-    slow = {"steps": 400, "seed": 3}
+    slow = {"steps": 100, "seed": 3}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(edit, service, "beep", **slow) for _ in range(8)]
         responses = [f.result(timeout=300) for f in futures]
@@ -324,7 +331,7 @@ def test_the_openapi_page_describes_every_endpoint_and_field(service):
             for parameter in operation.get("parameters", []):
                 assert parameter.get("description"), (path, method, parameter["name"])
     edit_request = spec["components"]["schemas"]["EditRequest"]["properties"]
-    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "seed", "format", "scores"}
+    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "seed", "format", "subtype", "scores"}
     assert all(field.get("description") for field in edit_request.values())
     eta = edit_request["eta"]["anyOf"][0]
     assert (eta["minimum"], eta["maximum"]) == (0, 1)
@@ -368,3 +375,84 @@ def test_an_uploaded_clip_goes_from_job_to_editable(service, upload):
     samples, rate = sf.read(io.BytesIO(edited.content), always_2d=True)
     given, given_rate = sf.read(wav, always_2d=True)
     assert rate == given_rate and samples.shape == given.shape
+
+
+# -- without Serve -------------------------------------------------------------------------------------
+def test_the_editor_makes_the_edit_generate_makes_and_leaves_the_base_unet_bare(fitted, tmp_path):
+    """LoRA and full bundles on one replica's base model: the adapter comes and goes with its clip."""
+    from nrt.audio import load_audio
+    from nrt.bundle import load_bundle, save_bundle
+    from nrt.edit import generate, prepare_input
+    from nrt.fit import FitConfig, fit
+    from nrt.sample import SampleConfig
+    from nrt.service.editor import ClipSlot, EditJob, EditorCore
+    from nrt.service.settings import ServiceSettings
+
+    storage = Storage(tmp_path / "root")
+    core = EditorCore(ServiceSettings(storage=storage.root), device="cpu")
+    clip = load_audio(fitted / "input.flac", min_seconds=0)
+    full = fit(core.backbone, prepare_input(core.backbone, clip).wave, "a beep",
+               FitConfig(method="full", embed_steps=1, tune_steps=1, tune_lr=1e-3), progress=False)
+    save_bundle(tmp_path / "full", full, core.backbone.info, clip, target_prompt="a beep")
+    shutil.copytree(fitted, storage.local_path("bundles/lora/k"))
+    shutil.copytree(tmp_path / "full", storage.local_path("bundles/full/k"))
+
+    def adapters() -> int:
+        return sum("lora_" in name for name, _ in core.backbone.unet.named_parameters())
+
+    def edit_of(slot: ClipSlot) -> np.ndarray:
+        job = EditJob(bundle=f"bundles/{slot.clip_id}/k", eta=0.3, steps=3, guidance=2.0, scheduler="ddpm",
+                      seed=4, subtype="FLOAT")
+        audio, _ = sf.read(io.BytesIO(core.edit(slot, job)["audio"]), dtype="float32", always_2d=True)
+        return audio
+
+    config = SampleConfig(steps=3, guidance=2.0)  # the references, made while the base UNet is bare
+    references = {name: generate(core.backbone, load_bundle(storage.local_path(f"bundles/{name}/k")), [0.3], config,
+                                 seed=4, progress=False)[0] for name in ("lora", "full")}
+    lora, full_slot = ClipSlot("lora", core), ClipSlot("full", core)
+    first = edit_of(lora)
+    np.testing.assert_array_equal(first, references["lora"])
+    assert adapters() > 0
+    np.testing.assert_array_equal(edit_of(full_slot), references["full"])  # its own UNet copy
+    np.testing.assert_array_equal(edit_of(lora), first)
+    lora.close()  # evicted: its adapter leaves the base
+    assert adapters() == 0 and lora.loaded is None
+    np.testing.assert_array_equal(edit_of(full_slot), references["full"])
+    full_slot.close()
+    assert full_slot.loaded is None
+
+
+def test_the_cluster_config_is_a_valid_serve_config():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from nrt.errors import InputError
+    from nrt.service.settings import ServiceSettings
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve" / "config.yaml").read_text()))
+    [app] = config.applications
+    assert app.import_path == "serve.app:app"
+    editor = next(d for d in app.deployments if d.name == "Editor")
+    assert editor.autoscaling_config["min_replicas"] >= 1 and editor.max_ongoing_requests == 1
+    assert editor.max_queued_requests >= 1 and editor.ray_actor_options.num_gpus == 1
+    assert ServiceSettings.from_env({**app.args, "api_token": "t"}, environ={}).host == "0.0.0.0"
+    with pytest.raises(InputError, match="no API token"):
+        ServiceSettings.from_env(app.args, environ={})
+
+
+def test_settings_come_from_arguments_then_the_environment():
+    from nrt.errors import InputError
+    from nrt.service.settings import ServiceSettings
+
+    environ = {"NRT_STORAGE": "s3://bucket/nrt", "NRT_MAX_UPLOAD_MB": "5", "NRT_API_TOKEN": "secret",
+               "NRT_ALLOW_UNAUTHENTICATED": "no"}
+    settings = ServiceSettings.from_env({"max_upload_mb": "7", "max_queued_requests": 4}, environ=environ)
+    assert settings.storage == "s3://bucket/nrt" and settings.max_upload_bytes == 7_000_000
+    assert settings.max_queued_requests == 4 and settings.host == "0.0.0.0" and settings.clap == "tiny"
+    assert "secret" not in repr(settings)
+    assert ServiceSettings.from_env(environ={}).host == "127.0.0.1"
+    for args, message in [({"max_upload_mb": "lots"}, "not a valid float"), ({"colour": "red"}, "unknown setting"),
+                          ({"min_replicas": "2", "max_replicas": "1"}, "max_replicas"),
+                          ({"host": "0.0.0.0"}, "no API token")]:
+        with pytest.raises(InputError, match=message):
+            ServiceSettings.from_env(args, environ={})

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,10 +28,27 @@ from ..manifest import MAX_CLIP_ID, validate_clip_id
 from ..scoring import describe_clap
 from ..storage import Storage, list_registry, read_registry_entry
 from .editor import EditJob
-from .errors import ApiError, Conflict, Invalid, NotFound, Overloaded, TooLarge, Unauthorized
-from .jobs import check_upload, job_runner, job_status, read_job, stage_upload, upload_sweep
-from .schemas import (ClipDetail, ClipList, ClipSummary, EditRequest, EditType, ErrorBody, Health, JobCreated,
-                      JobStatus)
+from .errors import (
+    ApiError,
+    Conflict,
+    Invalid,
+    NotFound,
+    Overloaded,
+    TooLarge,
+    Unauthorized,
+)
+from .jobs import ACTIVE, accept_upload, job_runner, job_status, read_job, upload_sweep
+from .schemas import (
+    ClipDetail,
+    ClipList,
+    ClipSummary,
+    EditRequest,
+    EditType,
+    ErrorBody,
+    Health,
+    JobCreated,
+    JobStatus,
+)
 from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -173,7 +191,13 @@ def create_app(service: "Ingress") -> FastAPI:
     @app.get("/v1/clips", response_model=ClipList, dependencies=guarded, responses=_errors(401),
              summary="Every clip the registry holds, with its best settings and scores")
     def list_clips() -> dict[str, Any]:
-        return {"clips": [_summary(e) for e in list_registry(service.storage)]}
+        clips = []
+        for entry in list_registry(service.storage):
+            try:
+                clips.append(_summary(entry))
+            except (KeyError, TypeError, ValidationError) as exc:
+                logger.warning("registry entry of %s left out: %s", entry.get("clip_id"), exc)
+        return {"clips": clips}
 
     @app.get("/v1/clips/{clip_id}", response_model=ClipDetail, dependencies=guarded,
              responses=_errors(401, 404, 422), summary="One clip: best settings, scores, fit and search")
@@ -215,7 +239,8 @@ def create_app(service: "Ingress") -> FastAPI:
             eta=_pick(request.eta, best["eta"], float), steps=_pick(request.steps, best["steps"], int),
             guidance=_pick(request.guidance, best["guidance"], float),
             scheduler=_pick(request.scheduler, best.get("scheduler", "ddpm"), str),
-            seed=_pick(request.seed, best.get("seed", 0), int), format=request.format, scores=request.scores,
+            seed=_pick(request.seed, best.get("seed", 0), int), format=request.format, subtype=request.subtype,
+            scores=request.scores,
         )
         try:
             job.check()
@@ -250,16 +275,15 @@ def create_app(service: "Ingress") -> FastAPI:
                                             max_length=MAX_CLIP_ID)] = None,
     ) -> dict[str, Any]:
         data = await audio.read(settings.max_upload_bytes + 1)
-        job, _ = await run_in_threadpool(check_upload, settings, data, audio.filename, target_prompt, edit_type,
-                                         mask, clip_id)
         runner = service.runner()
         if len(await runner.active.remote()) >= settings.max_jobs:
             raise Overloaded(f"{settings.max_jobs} uploads are being fitted already; try again later",
                              headers={"Retry-After": "60"})
-        record = await run_in_threadpool(stage_upload, service.storage, job, data, audio.filename)
+        record = await run_in_threadpool(accept_upload, settings, service.storage, data, audio.filename,
+                                         target_prompt, edit_type, mask, clip_id)
         await runner.submit.remote(record, service.sweep_config())
-        logger.info("upload %s: clip %s, job %s", audio.filename, job.clip_id, record["job_id"])
-        return {"clip_id": job.clip_id, "job_id": record["job_id"]}
+        logger.info("upload %s: clip %s, job %s", audio.filename, record["clip_id"], record["job_id"])
+        return {"clip_id": record["clip_id"], "job_id": record["job_id"]}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=guarded, responses=_errors(401, 404),
              summary="Where an upload's fit and search are")
@@ -268,7 +292,10 @@ def create_app(service: "Ingress") -> FastAPI:
         if record is None:
             raise NotFound(f"no job {job_id!r}")
         board = await service.board_state(record["clip_id"])
-        return await run_in_threadpool(job_status, service.storage, record, board)
+        status = await run_in_threadpool(job_status, service.storage, record, board)
+        if status["state"] in ACTIVE and record["clip_id"] not in await service.runner().active.remote():
+            service.runner().resume.remote(service.sweep_config())  # its runner went down with a node
+        return status
 
     return app
 

@@ -53,6 +53,7 @@ class EditJob:
     scheduler: str
     seed: int
     format: str = "wav"
+    subtype: str = "PCM_16"
     scores: bool = False
 
     def check(self) -> SampleConfig:
@@ -215,7 +216,7 @@ class EditorCore:
                 row = clip.reference.score([audio], clip.rate)[0]
                 scores = {k: row[k] for k in ("text", "audio", "sum", "text_filled") if k in row}
         return {
-            "audio": encode_audio(audio, clip.rate, job.format),
+            "audio": without_peak_chunk(encode_audio(audio, clip.rate, job.format, job.subtype)),
             "media_type": MEDIA_TYPES[job.format],
             "sample_rate": clip.rate,
             "frames": int(audio.shape[0]),
@@ -224,6 +225,22 @@ class EditorCore:
             "scores": scores,
             "clap": self.settings.clap if scores is not None else None,
         }
+
+
+def without_peak_chunk(data: bytes) -> bytes:
+    """A WAV without libsndfile's PEAK chunk, which float files carry with the time they were
+    written: without it, the same edit is the same bytes whenever it is made."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    chunks, at = [], 12
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4:at + 8], "little")
+        end = min(len(data), at + 8 + size + (size & 1))
+        if data[at:at + 4] != b"PEAK":
+            chunks.append(data[at:end])
+        at = end
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
 
 
 def error_reply(exc: Exception) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Uploads: a clip that arrives over HTTP is checked like a manifest row, staged into the storage
-root like a manifest's clips, then fitted and searched by the sweep's own per-clip driver
-(:func:`nrt.sweep.submit_clip`: fit tasks, then a Tune experiment with Optuna), in the background.
+"""Uploads: a clip that arrives over HTTP is checked as a manifest row is
+(:func:`nrt.sweep.check_rows`), staged into the storage root as a manifest's clips are
+(:func:`nrt.sweep.stage_clip`), then fitted and searched in the background by the sweep's own
+per-clip driver (:func:`nrt.sweep.search.start_clip`: fit tasks, then a Tune experiment with Optuna).
 
 Every upload leaves ``jobs/<job_id>.json`` in the storage root, and the sweep keeps
 ``status/<clip_id>.json`` up to date (queued, fitting, searching, done, failed): a job's state is
@@ -17,24 +18,25 @@ import hashlib
 import logging
 import math
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import replace
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 import ray
 
-from ..audio import AudioClip, load_audio
-from ..bundle import EDIT_TYPES, samples_sha256
+from ..audio import load_audio
+from ..bundle import EDIT_TYPES
 from ..errors import InputError
 from ..fit import FitConfig
-from ..manifest import validate_clip_id
-from ..masks import find_silence_gaps, parse_mask, validate_ranges
+from ..manifest import ManifestRow, validate_clip_id
+from ..masks import merge_ranges, parse_mask
 from ..storage import Storage, read_registry_entry
-from ..sweep import PRESETS, ClipJob, Resources, SweepConfig, parse_param, submit_clip
+from ..sweep import PRESETS, ClipJob, ManifestClip, Resources, SweepConfig, check_rows, parse_param, stage_clip
 from ..sweep.progress import ProgressBoard, board_name, write_status
-from ..sweep.search import open_study_storage, optuna_url
+from ..sweep.search import open_study_storage, optuna_url, start_clip
 from .errors import BadAudio, Conflict, Invalid, TooLarge
 from .settings import ServiceSettings
 
@@ -45,12 +47,15 @@ ACTIVE = ("queued", "fitting", "searching")
 MIN_SECONDS = 0.5  # the CLI's shortest input
 SUFFIXES = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_ROW_PREFIX = re.compile(r"^\d+ bad clips?: line \d+ \('[^']*'\): ")
 
 
-# -- 1. The upload, checked ---------------------------------------------------------------------
+# -- 1. The upload, checked and staged as a manifest's clip is -------------------------------------
 def check_upload(settings: ServiceSettings, data: bytes, filename: str | None, target_prompt: str, edit_type: str,
-                 mask: str | None = None, clip_id: str | None = None) -> tuple[ClipJob, AudioClip]:
-    """The upload as the sweep's :class:`ClipJob`; raises an :class:`ApiError` naming what is wrong."""
+                 mask: str | None, clip_id: str | None, directory: Path) -> ManifestClip:
+    """The upload as the sweep's checked clip, its audio written into ``directory``; raises an
+    :class:`ApiError` that names what is wrong."""
+    # 1. The fields, and the bytes as audio
     if not data:
         raise BadAudio("the audio upload is empty (0 bytes)")
     if len(data) > settings.max_upload_bytes:
@@ -62,41 +67,34 @@ def check_upload(settings: ServiceSettings, data: bytes, filename: str | None, t
         raise Invalid(f"target_prompt has {len(prompt)} characters; at most {settings.max_prompt} are accepted")
     if edit_type not in EDIT_TYPES:
         raise Invalid(f"edit_type {edit_type!r} is not one of {', '.join(EDIT_TYPES)}")
-    try:
-        clip_id = validate_clip_id(clip_id) if clip_id else new_clip_id(filename)
-    except InputError as exc:
-        raise Invalid(str(exc)) from None
-
     name = PurePath(filename).name if filename else "the upload"
     try:
-        clip = load_audio(data, max_seconds=math.inf, min_seconds=0.0)
-    except InputError as exc:
-        raise BadAudio(str(exc).replace("<audio bytes>", name)) from None
-    if clip.duration > settings.max_seconds:
-        raise Invalid(f"{name}: the audio is too long ({clip.duration:.2f} s); the limit is {settings.max_seconds:g} s")
-    if clip.duration < MIN_SECONDS:
-        raise Invalid(f"{name}: the audio is too short ({clip.duration:.3f} s); at least {MIN_SECONDS:g} s is needed")
-
-    ranges = None
-    try:
+        clip_id = validate_clip_id(clip_id) if clip_id else new_clip_id(filename)
+        ranges = None
         if mask and mask.strip():
             if edit_type != "inpainting":
                 raise InputError(f"a mask applies to inpainting, but edit_type is {edit_type}")
-            ranges = validate_ranges(parse_mask(mask), clip.duration)
-        elif edit_type == "inpainting":
-            ranges = find_silence_gaps(clip.samples, clip.sample_rate)
-            if not ranges:
-                raise InputError("no silent gap of 0.25 s or more to inpaint; give the region as mask, e.g. 1.5-3")
+            ranges = merge_ranges(parse_mask(mask))
     except InputError as exc:
         raise Invalid(str(exc)) from None
+    try:
+        audio = load_audio(data, max_seconds=math.inf, min_seconds=0.0)
+    except InputError as exc:
+        raise BadAudio(str(exc).replace("<audio bytes>", name)) from None
+    if audio.duration > settings.max_seconds:
+        raise Invalid(f"{name}: the audio is too long ({audio.duration:.2f} s); the limit is {settings.max_seconds:g} s")
+    if audio.duration < MIN_SECONDS:
+        raise Invalid(f"{name}: the audio is too short ({audio.duration:.3f} s); at least {MIN_SECONDS:g} s is needed")
 
-    job = ClipJob(
-        clip_id=clip_id, edit_type=edit_type, target_prompt=prompt,
-        mask=None if ranges is None else tuple((float(a), float(b)) for a, b in ranges),
-        input=f"clips/{clip_id}/input{_suffix(filename, clip.format)}",
-        sha256=samples_sha256(clip.samples), seconds=clip.duration,
-    )
-    return job, clip
+    # 2. The sweep's own check of a manifest row: audio read again, mask resolved, the job made
+    path = directory / f"{clip_id}{_suffix(filename, audio.format)}"
+    path.write_bytes(data)
+    row = ManifestRow(clip_id, edit_type, path, prompt, ranges, {"source": name})
+    try:
+        [clip] = check_rows([row], max_seconds=settings.max_seconds)
+    except InputError as exc:
+        raise Invalid(_ROW_PREFIX.sub("", str(exc))) from None
+    return clip
 
 
 def new_clip_id(filename: str | None) -> str:
@@ -111,7 +109,6 @@ def _suffix(filename: str | None, container: str) -> str:
     return suffix if suffix in SUFFIXES.values() else SUFFIXES.get(container.upper(), ".audio")
 
 
-# -- 2. Staged, and its job recorded ------------------------------------------------------------
 def job_rel(job_id: str) -> str:
     return f"jobs/{job_id}.json"
 
@@ -120,10 +117,10 @@ def is_job_id(text: str) -> bool:
     return bool(_JOB_ID.match(text))
 
 
-def stage_upload(storage: Storage, job: ClipJob, data: bytes, filename: str | None) -> dict[str, Any]:
-    """Refuse a clip id in use; copy the input in (``clip.json`` last, as the sweep stages) and
-    write the job's record. Returns the record."""
-    clip_id = job.clip_id
+def stage_upload(storage: Storage, clip: ManifestClip) -> dict[str, Any]:
+    """Refuse a clip id in use, stage the input as the sweep stages a manifest's, and write the
+    job's record (``jobs/<job_id>.json``). Returns the record."""
+    clip_id = clip.job.clip_id
     if read_registry_entry(storage, clip_id) is not None:
         raise Conflict(f"clip {clip_id!r} is in the registry already: choose another clip_id")
     try:
@@ -132,20 +129,28 @@ def stage_upload(storage: Storage, job: ClipJob, data: bytes, filename: str | No
         status = {}
     if status.get("state") in ACTIVE:
         raise Conflict(f"clip {clip_id!r} is being fitted already ({status['state']}): choose another clip_id")
-    storage.write_bytes(job.input, data)
-    storage.write_json(f"clips/{clip_id}/clip.json", {**job.to_dict(), "source": f"upload:{PurePath(filename or '').name}"})
+    stage_clip(storage, clip)
     record = {"job_id": uuid.uuid4().hex, "clip_id": clip_id, "state": "queued", "created": time.time(),
-              "job": job.to_dict(), "error": None}
+              "job": clip.job.to_dict(), "error": None}
     storage.write_json(job_rel(record["job_id"]), record)
     write_status(storage, clip_id, "queued")
     return record
+
+
+def accept_upload(settings: ServiceSettings, storage: Storage, data: bytes, filename: str | None,
+                  target_prompt: str, edit_type: str, mask: str | None, clip_id: str | None) -> dict[str, Any]:
+    """Check and stage one upload; its job's record."""
+    with tempfile.TemporaryDirectory(prefix="nrt-upload-") as tmp:
+        clip = check_upload(settings, data, filename, target_prompt, edit_type, mask, clip_id, Path(tmp))
+        return stage_upload(storage, clip)
 
 
 def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
     """How an upload is fitted and searched: the sweep's preset for the model, on this storage."""
     name = settings.job_preset if settings.job_preset != "auto" else ("tiny" if settings.model == "tiny" else "model")
     preset = PRESETS[name]
-    fits = tuple(FitConfig(embed_steps=int(e), tune_steps=int(t)) for e in preset["embed_steps"] for t in preset["tune_steps"])
+    fits = tuple(FitConfig(embed_steps=int(e), tune_steps=int(t))
+                 for e in preset["embed_steps"] for t in preset["tune_steps"])
     device = "cpu" if settings.device == "cpu" else "cuda" if settings.device.startswith("cuda") else "auto"
     use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     config = SweepConfig(
@@ -159,7 +164,7 @@ def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
     return replace(config, optuna_storage=optuna_url(config, Storage(settings.storage)))
 
 
-# -- 3. Run in the background --------------------------------------------------------------------
+# -- 2. Run in the background --------------------------------------------------------------------
 @ray.remote(num_cpus=0, max_restarts=-1)
 class JobRunner:
     """Starts each upload's sweep driver and records how it ended. One per storage root."""
@@ -183,7 +188,7 @@ class JobRunner:
                                best_sum=float("-inf"), best_eta=None)
         # SQLite studies live on this node: the driver runs here too
         node = ray.get_runtime_context().get_node_id() if config.optuna_storage.startswith("sqlite") else None
-        ref = submit_clip(job, config, node_id=node)
+        ref = start_clip(job, config, node_id=node)
         self.running[job_id] = (job.clip_id, asyncio.get_running_loop().create_task(self._watch(record, ref)))
 
     async def _watch(self, record: dict[str, Any], ref: ray.ObjectRef) -> None:
@@ -232,7 +237,7 @@ def job_runner(storage: Storage) -> "ray.actor.ActorHandle":
                              lifetime="detached").remote(storage.root)
 
 
-# -- 4. Read back --------------------------------------------------------------------------------
+# -- 3. Read back --------------------------------------------------------------------------------
 def read_job(storage: Storage, job_id: str) -> dict[str, Any] | None:
     if not is_job_id(job_id):
         return None

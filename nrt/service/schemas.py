@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..bundle import EDIT_TYPES
 from ..sample import MAX_SEED
@@ -39,10 +39,19 @@ class EditRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True,
                              description="seed of every random draw of the edit, 0 to 2^32-1; the same seed and "
                                          "settings give the same audio")
-    format: Literal["wav", "flac"] = Field("wav", description="container of the returned audio (16-bit PCM)")
+    format: Literal["wav", "flac"] = Field("wav", description="container of the returned audio")
+    subtype: Literal["PCM_16", "PCM_24", "FLOAT"] = Field(
+        "PCM_16", description="sample format: 16- or 24-bit PCM, or 32-bit float (wav only)")
     scores: bool = Field(False, strict=True,
                          description="also score the edit with CLAP against the prompt and the input "
                                      "(X-Nrt-Clap-* headers); costs a CLAP pass")
+
+
+    @model_validator(mode="after")
+    def _flac_is_pcm(self) -> "EditRequest":
+        if self.format == "flac" and self.subtype == "FLOAT":
+            raise ValueError("flac holds PCM_16 or PCM_24 samples, not FLOAT: ask for wav")
+        return self
 
 
 class Settings(BaseModel):

@@ -5,7 +5,7 @@ under Ray Tune, scored by the CLAP sum; the best of each clip goes to the regist
 :func:`submit_clip` starts one clip's sweep on a running Ray (the service's uploads use it).
 """
 
-from .clips import ClipJob, ManifestClip, read_clips, stage_clip
+from .clips import ClipJob, ManifestClip, check_rows, read_clips, stage_clip
 from .config import (
     PRESETS,
     Param,
@@ -20,6 +20,6 @@ from .search import EDIT_WORK, Work, submit_clip, sweep_clip
 
 __all__ = [
     "EDIT_WORK", "PRESETS", "ClipJob", "ManifestClip", "Param", "Resources", "SweepConfig", "SweepResult", "Work",
-    "connect", "fit_grid", "fit_key", "parse_param", "read_clips", "run_sweep", "stage_clip", "submit_clip",
-    "sweep_clip",
+    "check_rows", "connect", "fit_grid", "fit_key", "parse_param", "read_clips", "run_sweep", "stage_clip",
+    "submit_clip", "sweep_clip",
 ]

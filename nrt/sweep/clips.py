@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..audio import AudioClip, load_audio
 from ..bundle import samples_sha256
 from ..errors import InputError
 from ..evaluate import load_clips
-from ..manifest import read_manifest
+from ..manifest import ManifestRow, read_manifest
 from ..storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,11 @@ class ManifestClip:
 
 def read_clips(manifest: str | os.PathLike, max_seconds: float = 30.0) -> list[ManifestClip]:
     """Every row of ``manifest`` with its audio read; one InputError lists every bad row."""
-    rows = read_manifest(manifest)
+    return check_rows(read_manifest(manifest), max_seconds)
+
+
+def check_rows(rows: Sequence[ManifestRow], max_seconds: float = 30.0) -> list[ManifestClip]:
+    """Rows (of a manifest, or made for one upload) with their audio read and masks resolved."""
     clips = load_clips(rows, max_seconds=max_seconds)
     out = []
     for loaded in clips:

@@ -23,7 +23,7 @@ from .clips import ManifestClip, read_clips, stage_clip
 from .config import SweepConfig
 from .fits import coordinator
 from .progress import describe, open_board, render_csv, write_status
-from .search import EDIT_WORK, Work, open_study_storage, optuna_url, submit_clip
+from .search import EDIT_WORK, Work, open_study_storage, optuna_url, start_clip
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +57,19 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     return True
 
 
-def _previous(storage: Storage, clips: Sequence[ManifestClip]) -> tuple[dict[str, dict], list[str]]:
+def _previous(storage: Storage, clips: Sequence[ManifestClip], model: str) -> tuple[dict[str, dict], list[str]]:
+    """Clips the registry holds for this very input, prompt and model; clips begun otherwise."""
     finished, started = {}, []
     for clip in clips:
-        entry = read_registry_entry(storage, clip.job.clip_id)
-        if entry is not None:
-            finished[clip.job.clip_id] = entry
-        elif storage.exists(f"tune/{clip.job.clip_id}"):
-            started.append(clip.job.clip_id)
+        job = clip.job
+        entry = read_registry_entry(storage, job.clip_id)
+        same = entry is not None and (
+            entry.get("input_sha256"), entry.get("target_prompt"), entry.get("edit_type"), entry.get("mask"),
+            entry.get("model")) == (job.sha256, job.target_prompt, job.edit_type, job.to_dict()["mask"], model)
+        if same:
+            finished[job.clip_id] = entry
+        elif entry is not None or storage.exists(f"tune/{job.clip_id}"):
+            started.append(job.clip_id)
     return finished, started
 
 
@@ -93,7 +98,7 @@ def run_sweep(
     # 1. Every row checked (ids, files, audio, masks) before anything heavy starts
     clips = read_clips(manifest)
     storage = Storage(config.storage)
-    finished, begun = _previous(storage, clips)
+    finished, begun = _previous(storage, clips, config.model)
     if not config.resume and (finished or begun):
         held = sorted(set(finished) | set(begun))
         raise InputError(
@@ -110,7 +115,7 @@ def run_sweep(
         stage_clip(storage, clip)
         write_status(storage, clip.job.clip_id, "queued")
     config = replace(config, optuna_storage=optuna_url(config, storage))
-    open_study_storage(config.optuna_storage)  # creates the schema once, before many processes race to
+    open_study_storage(config.optuna_storage)  # the schema, once, before many drivers race to make it
 
     # 3. Ray, and what the work may ask of it
     started_ray = connect(address, num_cpus, num_gpus, log_to_driver)
@@ -163,7 +168,7 @@ def _drive(todo, finished, config, storage, work, say, started, poll_seconds, cl
         while queue and len(running) < window():
             clip = queue.pop(0)
             board.post.remote(clip.job.clip_id, state="queued")
-            running[submit_clip(clip.job, config, work, node_id=node)] = clip.job.clip_id
+            running[start_clip(clip.job, config, work, node_id=node)] = clip.job.clip_id
         ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_seconds)
         for ref in ready:
             clip_id = running.pop(ref)

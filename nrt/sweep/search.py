@@ -16,7 +16,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -33,7 +33,7 @@ from ..storage import (
     registry_rel,
     write_registry_entry,
 )
-from .clips import ClipJob
+from .clips import ClipJob, ManifestClip, stage_clip
 from .config import METRIC, SweepConfig, fit_identity, fit_key
 from .fits import coordinator, fit_task
 from .progress import (
@@ -213,18 +213,28 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
                           "best_sum": max((r["sum"] for r in done), default=None)})
 
     # 3. The best of every setting, its trials table and plot, then the registry entry
+    row = register(storage, job, config, trials, summaries, seconds=round(time.time() - started, 1))
+    write_status(storage, clip_id, "done", seconds=row["seconds"], sum=row["sum"])
+    post(board, clip_id, state="done", seconds=row["seconds"], sum=row["sum"])
+    return row
+
+
+def register(storage: Storage, job: ClipJob, config: SweepConfig, trials: list[dict[str, Any]],
+             summaries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Publish the clip's best trial: trials table and plot first, the registry entry last."""
+    from ..scoring import describe_clap  # loads transformers: only once a clip is done
+
+    clip_id = job.clip_id
     done = [t for t in trials if t["status"] == "done" and math.isfinite(t["sum"])]
     if not done:
         errors = [s["error"] for s in summaries if "error" in s] + sorted({t["error"] for t in trials if t.get("error")})
         raise ClipFailed("; ".join(errors[:3]) or "no trial gave a score")
     best = max(done, key=lambda t: t["sum"])
     best_fit = next(s for s in summaries if s["fit_key"] == best["fit_key"])
+    bundle = bundle_rel(clip_id, best["fit_key"])
     trials_rel, plot_rel = registry_rel(clip_id, ".trials.csv"), registry_rel(clip_id, ".trials.png")
     storage.write_bytes(trials_rel, render_csv(trials, TRIAL_COLUMNS).encode())
-    from ..scoring import describe_clap
-
     storage.write_bytes(plot_rel, plot_trials(trials, f"{clip_id}: {job.target_prompt}", describe_clap(config.clap)))
-    seconds = round(time.time() - started, 1)
     failed = len(trials) - len(done)
     entry = {
         "clip_id": clip_id,
@@ -232,9 +242,10 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
         "target_prompt": job.target_prompt,
         "mask": job.to_dict()["mask"],
         "input": job.input,
+        "input_sha256": job.sha256,
         "model": config.model,
         "dtype": config.dtype,
-        "bundle": bundle_rel(clip_id, best["fit_key"]),
+        "bundle": bundle,
         "fit_key": best["fit_key"],
         "fit": best_fit["fit"],
         "best": {k: best[k] for k in ("eta", "steps", "guidance", "scheduler", "seed")},
@@ -246,17 +257,14 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
         "trials_csv": trials_rel,
         "plot": plot_rel,
         "seconds": seconds,
-        "files": [job.input, f"{bundle_rel(clip_id, best['fit_key'])}/bundle.json", trials_rel, plot_rel],
+        "files": [job.input, f"{bundle}/bundle.json", trials_rel, plot_rel],
     }
     write_registry_entry(storage, entry)
-    row = {"clip_id": clip_id, "status": "done", **entry["best"], **entry["scores"], "trials": len(trials),
-           "trials_failed": failed, "seconds": seconds, "bundle": entry["bundle"],
-           "fits_computed": sum(bool(s.get("fit_computed")) for s in summaries),
-           "fits_reused": sum(s.get("fit_computed") is False for s in summaries),
-           "fits_failed": sum("error" in s for s in summaries)}
-    write_status(storage, clip_id, "done", seconds=seconds, sum=best["sum"])
-    post(board, clip_id, state="done", seconds=seconds, sum=best["sum"])
-    return row
+    return {"clip_id": clip_id, "status": "done", **entry["best"], **entry["scores"], "trials": len(trials),
+            "trials_failed": failed, "seconds": seconds, "bundle": bundle,
+            "fits_computed": sum(bool(s.get("fit_computed")) for s in summaries),
+            "fits_reused": sum(s.get("fit_computed") is False for s in summaries),
+            "fits_failed": sum("error" in s for s in summaries)}
 
 
 @ray.remote(num_cpus=0, max_retries=1)
@@ -275,11 +283,23 @@ def clip_task(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dict
         return {"clip_id": job.clip_id, "status": "failed", "error": error, "seconds": round(time.time() - started, 1)}
 
 
-def submit_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK, node_id: str | None = None) -> ray.ObjectRef:
-    """Start one clip's driver task (on ``node_id``, where the study database is, when given)."""
+def start_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK, node_id: str | None = None) -> ray.ObjectRef:
+    """Start the driver task of a staged clip (on ``node_id``, where the study database is)."""
     options: dict[str, Any] = {}
     if node_id is not None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
     return clip_task.options(**options).remote(job, config, work)
+
+
+def submit_clip(clip: ManifestClip, config: SweepConfig, work: Work = EDIT_WORK) -> ray.ObjectRef:
+    """Sweep one checked clip (:func:`~nrt.sweep.clips.check_rows`) on the running Ray, from
+    this node: stage its input, then start its driver task. The ref gives the clip's row of
+    the table; ``status/<clip_id>.json`` in the storage root tells its state meanwhile."""
+    storage = Storage(config.storage)
+    stage_clip(storage, clip)
+    write_status(storage, clip.job.clip_id, "queued")
+    config = replace(config, optuna_storage=optuna_url(config, storage))
+    open_study_storage(config.optuna_storage)
+    return start_clip(clip.job, config, work, node_id=ray.get_runtime_context().get_node_id())
