@@ -270,12 +270,16 @@ def test_bad_uploads_get_their_status_and_the_service_keeps_serving(service, tmp
     for what, fields, status, code in cases:
         body = assert_error(_upload(service, **fields), status)
         assert body["error"] == code, what
+    url, session = service
+    head = b'--x\r\nContent-Disposition: form-data; name="audio"; filename="big.wav"\r\n\r\n'
+    chunks = (head if i == 0 else b"\0" * 100_000 for i in range(30))  # sent without a length: counted
+    response = session.post(f"{url}/v1/clips", data=chunks, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert assert_error(response, 413)["error"] == "too_large"
     long_clip = io.BytesIO()  # 31 s in under the byte limit: over the CLI's 30 s
     sf.write(long_clip, np.full((8000 * 31, 1), 0.1, dtype=np.float32), 8000, format="WAV", subtype="PCM_U8")
     assert len(long_clip.getvalue()) < 500_000
     assert "too long" in assert_error(_upload(service, audio=long_clip.getvalue()), 422)["detail"]
     assert edit(service, seed=1).status_code == 200
-    url, session = service
     assert [c["clip_id"] for c in session.get(f"{url}/v1/clips").json()["clips"]] == ["beep"]  # nothing registered
 
 
@@ -330,7 +334,11 @@ def test_the_openapi_page_describes_every_endpoint_and_field(service):
             assert operation.get("summary"), (path, method)
             for parameter in operation.get("parameters", []):
                 assert parameter.get("description"), (path, method, parameter["name"])
-    edit_request = spec["components"]["schemas"]["EditRequest"]["properties"]
+    schemas = spec["components"]["schemas"]
+    for name in ("ClipList", "ClipSummary", "ClipDetail", "Settings", "Scores", "JobCreated", "JobStatus",
+                 "JobProgress", "Health", "ErrorBody"):
+        assert all(field.get("description") for field in schemas[name]["properties"].values()), name
+    edit_request = schemas["EditRequest"]["properties"]
     assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "seed", "format", "subtype", "scores"}
     assert all(field.get("description") for field in edit_request.values())
     eta = edit_request["eta"]["anyOf"][0]

@@ -57,11 +57,11 @@ class EditRequest(BaseModel):
 class Settings(BaseModel):
     """The settings of an edit."""
 
-    eta: float
-    steps: int
-    guidance: float
-    scheduler: str
-    seed: int
+    eta: float = Field(description="η in [0, 1]")
+    steps: int = Field(description="diffusion steps")
+    guidance: float = Field(description="classifier-free guidance scale")
+    scheduler: str = Field(description="sampler: ddpm or ddim")
+    seed: int = Field(description="seed of the edit's random draws")
 
 
 class Scores(BaseModel):
@@ -69,58 +69,58 @@ class Scores(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    text: float
-    audio: float
-    sum: float
+    text: float = Field(description="cosine of the edit's and the prompt's CLAP embeddings")
+    audio: float = Field(description="cosine of the edit's and the input's CLAP embeddings")
+    sum: float = Field(description="text + audio, what the search maximised")
     clap: str | None = Field(None, description="the CLAP model that gave them")
 
 
 class ClipSummary(BaseModel):
     """A clip the registry holds, with the best settings its search found."""
 
-    clip_id: str
-    edit_type: str
-    target_prompt: str
+    clip_id: str = Field(description="the clip's id")
+    edit_type: str = Field(description="addition, style_transfer or inpainting")
+    target_prompt: str = Field(description="what the edit should sound like")
     model: str = Field(description="the backbone its bundle was fitted on")
-    best: Settings
-    scores: Scores
+    best: Settings = Field(description="the settings of the best trial: what an edit uses by default")
+    scores: Scores = Field(description="the best trial's scores")
     trials: dict[str, int] = Field(description="trials run, done and failed")
-    created: str | None = None
+    created: str | None = Field(None, description="when the registry entry was written (UTC, ISO 8601)")
 
 
 class ClipDetail(ClipSummary):
-    """One clip in full: its mask, fit, search space and every setting tried."""
+    """One clip in full: its mask, fit settings and search space."""
 
     mask: list[list[float]] | None = Field(None, description="inpainting ranges in seconds")
     fit: dict[str, Any] = Field(default_factory=dict, description="fit settings of the best bundle")
     search: dict[str, str] = Field(default_factory=dict, description="the search space, per parameter")
     seconds: float | None = Field(None, description="time the fit and search took")
     clap_note: str = Field(description="what the scores can be compared with")
-    links: dict[str, str]
+    links: dict[str, str] = Field(description="the clip's input and edits endpoints")
 
 
 class ClipList(BaseModel):
-    clips: list[ClipSummary]
+    clips: list[ClipSummary] = Field(description="every clip of the registry, by clip id")
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
-    version: str
-    model: str
+    status: Literal["ok"] = Field(description="ok while the ingress answers")
+    version: str = Field(description="nrt's version")
+    model: str = Field(description="the backbone the editors run")
 
 
 class JobCreated(BaseModel):
     """An upload accepted: its fit and search run in the background."""
 
-    clip_id: str
-    job_id: str
+    clip_id: str = Field(description="the clip's id, under which it becomes editable")
+    job_id: str = Field(description="for GET /v1/jobs/{job_id}")
 
 
 class JobProgress(BaseModel):
     fits: int | None = Field(None, description="fit settings being fitted")
-    trials_done: int = 0
-    trials_failed: int = 0
-    trials_total: int | None = None
+    trials_done: int = Field(0, description="search trials finished")
+    trials_failed: int = Field(0, description="search trials that failed")
+    trials_total: int | None = Field(None, description="search trials in all")
     fraction: float = Field(0.0, description="share of the search's trials finished, 0-1 (1 when done)")
     best_sum: float | None = Field(None, description="best CLAP sum so far")
 
@@ -128,11 +128,11 @@ class JobProgress(BaseModel):
 class JobStatus(BaseModel):
     """Where an upload's fit and search are."""
 
-    job_id: str
-    clip_id: str
-    state: JobState
-    progress: JobProgress
+    job_id: str = Field(description="the job's id")
+    clip_id: str = Field(description="the clip it fits")
+    state: JobState = Field(description="queued, fitting, searching, done or failed")
+    progress: JobProgress = Field(description="how far the search is")
     created: float = Field(description="Unix time the upload was accepted")
-    updated: float | None = None
+    updated: float | None = Field(None, description="Unix time of the last change of state")
     error: str | None = Field(None, description="why it failed (state failed)")
-    links: dict[str, str] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict, description="the job, and once done the clip and its edits")
