@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import __version__
 from .errors import BundleError, InputError, ModelNotFoundError, NrtError
@@ -199,9 +199,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 # -- commands ---------------------------------------------------------------------------------
+NOISY_LOGGERS = ("httpx", "urllib3", "filelock", "huggingface_hub", "diffusers", "transformers")
+
+
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "diffusers", "transformers"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -465,23 +468,31 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_command(prog: str, body: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command's body with nrt's exit codes: 2 and one line for bad input, 1 for the rest."""
     try:
-        args = build_parser().parse_args(argv)
-        _setup_logging(getattr(args, "quiet", False))
-        return COMMANDS[args.command](args)
+        return body()
     except (InputError, ModelNotFoundError, BundleError) as exc:
-        print(f"nrt: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nrt: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is nrt's fault, not the user's
         if os.environ.get("NRT_DEBUG"):
             raise
         kind = "" if isinstance(exc, NrtError) else f"{type(exc).__name__}: "
-        print(f"nrt: error: {kind}{exc} (set NRT_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(f"{prog}: error: {kind}{exc} (set NRT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        _setup_logging(getattr(args, "quiet", False))
+        return COMMANDS[args.command](args)
+
+    return run_command("nrt", body)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
-from nrt.errors import BundleError, InputError, ModelNotFoundError, NrtError
+from nrt.cli import NOISY_LOGGERS, run_command
+from nrt.errors import InputError
 from nrt.fit import FitConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "manifest.csv"
@@ -94,25 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sweep_config(args: argparse.Namespace):
-    from nrt.sweep import PRESETS, Resources, SweepConfig, fit_grid, parse_param
+    from nrt.sweep import PRESETS, SEARCHED, Resources, SweepConfig, preset_fits, preset_space
 
     preset = PRESETS["smoke" if args.smoke_test else "tiny" if args.model == "tiny" else "model"]
-
-    def pick(name: str):
-        value = getattr(args, name)
-        return value if value is not None else preset[name]
-
+    chosen = {name: getattr(args, name) for name in ("embed_steps", "tune_steps", "trials", *SEARCHED)}
+    preset = {**preset, **{name: value for name, value in chosen.items() if value is not None}}
     base = FitConfig(lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
                      seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing)
-    grid = {"method": args.method, "embed_steps": pick("embed_steps"), "embed_lr": args.embed_lr,
-            "tune_steps": pick("tune_steps"), "tune_lr": args.tune_lr, "lora_rank": args.lora_rank}
-    fits = fit_grid(base, grid)
-    space = {name: parse_param(name, pick(name)) for name in ("eta", "steps", "guidance")}
-    space["scheduler"] = parse_param("scheduler", args.scheduler)
+    grid = {"method": args.method, "embed_lr": args.embed_lr, "tune_lr": args.tune_lr, "lora_rank": args.lora_rank}
+    fits = preset_fits(preset, base, grid)
+    space = preset_space(preset)
     resources = Resources(fit_cpus=args.fit_cpus, trial_cpus=args.trial_cpus, trial_gpus=args.trial_gpus)
     return SweepConfig(
         storage=args.storage, model=args.model, device=args.device, dtype=args.dtype, fits=tuple(fits), space=space,
-        seed=args.seed, trials=pick("trials"), concurrent_trials=args.concurrent_trials,
+        seed=args.seed, trials=preset["trials"], concurrent_trials=args.concurrent_trials,
         clap=args.clap or ("tiny" if args.model == "tiny" else DEFAULT_CLAP), optuna_storage=args.optuna_storage,
         max_retries=args.max_retries, max_clips=args.max_clips, resources=resources, resume=args.resume,
     )
@@ -120,11 +116,11 @@ def sweep_config(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
-    try:
+
+    def body() -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-        for noisy in ("ray", "ray.tune", "ray.train", "filelock", "optuna", "httpx", "urllib3",
-                      "huggingface_hub", "diffusers", "transformers"):
+        for noisy in ("ray", "ray.tune", "ray.train", "optuna", *NOISY_LOGGERS):
             logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
         from nrt.scoring import describe_clap
         from nrt.sweep import run_sweep
@@ -151,18 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"see {result.storage}/status/ and fits/ (run again with --resume to retry them)", file=sys.stderr)
             return 1
         return 0
-    except (InputError, ModelNotFoundError, BundleError) as exc:
-        print(f"tune/sweep.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tune/sweep.py: interrupted; run again with --resume to continue", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get("NRT_DEBUG"):
-            raise
-        kind = "" if isinstance(exc, NrtError) else f"{type(exc).__name__}: "
-        print(f"tune/sweep.py: error: {kind}{exc} (set NRT_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+
+    return run_command("tune/sweep.py", body, "interrupted; run again with --resume to continue")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ from ..fit import FitConfig
 from ..manifest import ManifestRow, validate_clip_id
 from ..masks import merge_ranges, parse_mask
 from ..storage import Storage, read_registry_entry
-from ..sweep import PRESETS, ClipJob, ManifestClip, Resources, SweepConfig, check_rows, parse_param, stage_clip
+from ..sweep import (
+    PRESETS, ClipJob, ManifestClip, Resources, SweepConfig, check_rows, preset_fits, preset_space, stage_clip,
+)
 from ..sweep.progress import ProgressBoard, board_name, write_status
 from ..sweep.search import open_study_storage, optuna_url, start_clip
 from .errors import BadAudio, Conflict, Invalid, TooLarge
@@ -149,13 +151,12 @@ def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
     """How an upload is fitted and searched: the sweep's preset for the model, on this storage."""
     name = settings.job_preset if settings.job_preset != "auto" else ("tiny" if settings.model == "tiny" else "model")
     preset = PRESETS[name]
-    fits = tuple(FitConfig(embed_steps=int(e), tune_steps=int(t))
-                 for e in preset["embed_steps"] for t in preset["tune_steps"])
+    fits = tuple(preset_fits(preset, FitConfig()))
     device = "cpu" if settings.device == "cpu" else "cuda" if settings.device.startswith("cuda") else "auto"
     use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     config = SweepConfig(
         storage=settings.storage, model=settings.model, device=device, dtype=settings.dtype, fits=fits,
-        space={n: parse_param(n, preset[n]) for n in ("eta", "steps", "guidance")},
+        space=preset_space(preset),
         trials=settings.job_trials or preset["trials"], clap=settings.clap, optuna_storage=settings.optuna_storage,
         max_retries=1,
         resources=Resources(gpu=use_gpu, fit_cpus=settings.job_fit_cpus, trial_cpus=settings.job_trial_cpus,

@@ -8,18 +8,21 @@ under Ray Tune, scored by the CLAP sum; the best of each clip goes to the regist
 from .clips import ClipJob, ManifestClip, check_rows, read_clips, stage_clip
 from .config import (
     PRESETS,
+    SEARCHED,
     Param,
     Resources,
     SweepConfig,
     fit_grid,
     fit_key,
     parse_param,
+    preset_fits,
+    preset_space,
 )
 from .runner import SweepResult, connect, run_sweep
 from .search import EDIT_WORK, Work, submit_clip, sweep_clip
 
 __all__ = [
-    "EDIT_WORK", "PRESETS", "ClipJob", "ManifestClip", "Param", "Resources", "SweepConfig", "SweepResult", "Work",
-    "check_rows", "connect", "fit_grid", "fit_key", "parse_param", "read_clips", "run_sweep", "stage_clip",
+    "EDIT_WORK", "PRESETS", "SEARCHED", "ClipJob", "ManifestClip", "Param", "Resources", "SweepConfig", "SweepResult", "Work",
+    "check_rows", "connect", "fit_grid", "fit_key", "parse_param", "preset_fits", "preset_space", "read_clips", "run_sweep", "stage_clip",
     "submit_clip", "sweep_clip",
 ]

@@ -228,5 +228,16 @@ PRESETS: dict[str, dict[str, Any]] = {
               "guidance": ["1:6"], "trials": 2},
 }
 
-__all__ = ["METRIC", "PRESETS", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",
+def preset_space(preset: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, "Param"]:
+    """The searched parameters a preset names, each overridden by ``chosen[name]`` when given."""
+    values = {**preset, **{n: v for n, v in (chosen or {}).items() if v is not None}}
+    return {n: parse_param(n, values[n]) for n in SEARCHED if n in values}
+
+
+def preset_fits(preset: dict[str, Any], base: FitConfig, grid: dict[str, Sequence[Any]] | None = None) -> list[FitConfig]:
+    """The fit grid of a preset (its embedding and UNet steps), with more values from ``grid``."""
+    return fit_grid(base, {"embed_steps": preset["embed_steps"], "tune_steps": preset["tune_steps"], **(grid or {})})
+
+
+__all__ = ["METRIC", "PRESETS", "SEARCHED", "preset_fits", "preset_space", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",
            "parse_param"]
