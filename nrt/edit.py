@@ -88,6 +88,43 @@ def inpaint_context(
     return Inpaint(known=known, region=region)
 
 
+class PreparedBundle:
+    """A bundle made ready to edit on a backbone: the input as the backbone sees it, the
+    inpainting context encoded, the embeddings placed. Made once, it serves any number of edits
+    (the sweep's trials and the service keep one per loaded clip)."""
+
+    def __init__(self, backbone: Backbone, bundle: Bundle) -> None:
+        self.backbone = backbone
+        self.bundle = bundle
+        self.prepared = prepare_input(backbone, bundle.input)
+        self.shape = backbone.latent_shape(self.prepared.wave.shape[-1])
+        self.inpaint = inpaint_context(backbone, self.prepared, bundle.mask)
+        self.e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
+        self.e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
+
+    @property
+    def rate(self) -> int:
+        """The sample rate of the input, and of every edit."""
+        return self.bundle.input.sample_rate
+
+    def edit(
+        self,
+        etas: Sequence[float],
+        config: SampleConfig,
+        seed: int,
+        unet: torch.nn.Module,
+        *,
+        progress: bool = False,
+    ) -> list[np.ndarray]:
+        """One edit per η with the fitted ``unet``, in one batched pass, each seeded with ``seed``."""
+        condition = interpolate(self.e_tgt, self.e_opt, check_etas(etas))
+        latents = sample(
+            self.backbone, condition, self.shape, config, [check_seed(seed)] * condition.batch_size,
+            unet=unet, inpaint=self.inpaint, progress=progress,
+        )
+        return decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
+
+
 def generate(
     backbone: Backbone,
     bundle: Bundle,
@@ -101,23 +138,9 @@ def generate(
     etas = check_etas(etas)
     config = config or SampleConfig()
     check_seed(seed)
-
-    # 1. The input as the backbone saw it during the fit
-    prepared = prepare_input(backbone, bundle.input)
-    shape = backbone.latent_shape(prepared.wave.shape[-1])
-    inpaint = inpaint_context(backbone, prepared, bundle.mask)
-
-    # 2. Interpolate the embeddings: one row per η
-    e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
-    e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
-    condition = interpolate(e_tgt, e_opt, etas)
-
-    # 3. Sample with the fitted UNet, then decode
+    ready = PreparedBundle(backbone, bundle)
     with fitted_unet(backbone, bundle.method, bundle.unet_state, bundle.lora) as unet:
-        latents = sample(
-            backbone, condition, shape, config, [seed] * len(etas), unet=unet, inpaint=inpaint, progress=progress
-        )
-    return decode_outputs(backbone, latents, prepared, bundle.input, bundle.mask)
+        return ready.edit(etas, config, seed, unet, progress=progress)
 
 
 def text_to_audio(

@@ -366,7 +366,7 @@ def test_a_worker_edit_is_the_edit_generate_makes(backbone, tone_wav, tmp_path):
     fitted = FittedClip(backbone, bundle, load_scorer("tiny", band_limit_rate=backbone.sample_rate))
     config = SampleConfig(steps=3, guidance=2.0)
     try:
-        cached = [fitted.edit(eta, config, seed=5) for eta in (0.2, 0.8)]
+        cached = [fitted.edit_one(eta, config, seed=5) for eta in (0.2, 0.8)]
     finally:
         fitted.close()
     reference = generate(backbone, bundle, [0.2, 0.8], config, seed=5, progress=False)

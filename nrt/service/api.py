@@ -38,6 +38,7 @@ from .errors import (
     Unauthorized,
 )
 from .jobs import ACTIVE, accept_upload, job_runner, job_status, read_job, upload_sweep
+from .page import page_file
 from .schemas import (
     ClipDetail,
     ClipList,
@@ -133,7 +134,8 @@ def create_app(service: "Ingress") -> FastAPI:
             "Edit recorded audio with free-form text prompts (Imagic for audio latent diffusion). "
             "Clips the sweep fitted are in the registry with the best settings its search found; "
             "`POST /v1/clips/{clip_id}/edits` makes an edit with them, or with the settings you give. "
-            "Every endpoint but `/healthz` needs `Authorization: Bearer <token>` when the service has a token. "
+            "Every endpoint but `/healthz` needs `Authorization: Bearer <token>` when the service has a token; "
+            "the listening page at `/` holds no data and asks the visitor for it. "
             f"{describe_clap(settings.clap)}"
         ),
         docs_url=None, redoc_url=None, openapi_url=None,
@@ -187,6 +189,15 @@ def create_app(service: "Ingress") -> FastAPI:
     @app.get("/healthz", response_model=Health, summary="Is the service up (no token needed)")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "model": settings.model}
+
+    # -- the listening page: no data in it, so no token; it calls the API with the visitor's -----
+    @app.get("/", include_in_schema=False, response_class=Response)
+    def page() -> Response:
+        return page_file("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False, response_class=Response)
+    def page_asset(name: str) -> Response:
+        return page_file(name)
 
     @app.get("/v1/clips", response_model=ClipList, dependencies=guarded, responses=_errors(401),
              summary="Every clip the registry holds, with its best settings and scores")

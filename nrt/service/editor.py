@@ -23,16 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..audio import encode_audio
-from ..backbones.base import Backbone, interpolate
+from ..backbones.base import Backbone
 from ..bundle import Bundle, load_bundle
-from ..edit import check_etas, decode_outputs, inpaint_context, prepare_input
+from ..edit import PreparedBundle, check_etas
 from ..errors import BundleError, InputError
 from ..finetune import fitted_unet
-from ..sample import SampleConfig, check_seed, sample
+from ..sample import SampleConfig, check_seed
 from ..storage import Storage, fetch_dir
 from ..sweep.fits import free_accelerator, use_assigned_cpus
 from .settings import ServiceSettings
@@ -67,17 +66,12 @@ class EditJob:
         return asdict(self)
 
 
-class LoadedClip:
+class LoadedClip(PreparedBundle):
     """A bundle made ready to edit on one backbone: everything but the adapter is placed once."""
 
     def __init__(self, backbone: Backbone, rel: str, bundle: Bundle) -> None:
+        super().__init__(backbone, bundle)
         self.rel = rel
-        self.bundle = bundle
-        self.prepared = prepare_input(backbone, bundle.input)
-        self.shape = backbone.latent_shape(self.prepared.wave.shape[-1])
-        self.inpaint = inpaint_context(backbone, self.prepared, bundle.mask)
-        self.e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
-        self.e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
         self._stack = contextlib.ExitStack()
         self.own_unet: torch.nn.Module | None = None
         if bundle.method == "full":
@@ -86,17 +80,6 @@ class LoadedClip:
         else:
             bundle.unet_state = {k: v.to(backbone.device) for k, v in bundle.unet_state.items()}
         self.reference = None  # a ReferenceScorer, made on the first request that asks for scores
-
-    @property
-    def rate(self) -> int:
-        return self.bundle.input.sample_rate
-
-    def edit(self, backbone: Backbone, unet: torch.nn.Module, eta: float, config: SampleConfig, seed: int) -> np.ndarray:
-        """The edit that ``nrt generate`` makes for this η, settings and seed."""
-        condition = interpolate(self.e_tgt, self.e_opt, [eta])
-        latents = sample(backbone, condition, self.shape, config, [seed], unet=unet, inpaint=self.inpaint,
-                         progress=False)
-        return decode_outputs(backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)[0]
 
     def close(self) -> None:
         self._stack.close()
@@ -204,7 +187,7 @@ class EditorCore:
             started = time.perf_counter()
             clip = self._load(slot, job.bundle)
             unet = self._unet_for(clip)
-            audio = clip.edit(self.backbone, unet, job.eta, config, job.seed)
+            audio = clip.edit([job.eta], config, job.seed, unet)[0]
             seconds = time.perf_counter() - started
             scores = None
             if job.scores:

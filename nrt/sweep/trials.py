@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..edit import PreparedBundle
 from ..storage import Storage, fetch_dir
 from .clips import ClipJob
 from .fits import free_accelerator, use_assigned_cpus, worker_device
@@ -39,39 +40,21 @@ class TrialJob:
     clap: str
 
 
-class FittedClip:
-    """A bundle made ready to edit: input prepared, embeddings placed, fitted UNet in place."""
+class FittedClip(PreparedBundle):
+    """A prepared bundle with its fitted UNet in place and its reference scorer."""
 
     def __init__(self, backbone, bundle, scorer) -> None:
-        from ..edit import inpaint_context, prepare_input
         from ..finetune import fitted_unet
         from ..scoring import ReferenceScorer
 
-        self.backbone = backbone
-        self.bundle = bundle
-        self.prepared = prepare_input(backbone, bundle.input)
-        self.shape = backbone.latent_shape(self.prepared.wave.shape[-1])
-        self.inpaint = inpaint_context(backbone, self.prepared, bundle.mask)
-        self.e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
-        self.e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
+        super().__init__(backbone, bundle)
         self._stack = contextlib.ExitStack()
         self.unet = self._stack.enter_context(fitted_unet(backbone, bundle.method, bundle.unet_state, bundle.lora))
         self.scorer = ReferenceScorer(scorer, bundle.input.samples, bundle.input.sample_rate, bundle.prompt, bundle.mask)
 
-    @property
-    def rate(self) -> int:
-        return self.bundle.input.sample_rate
-
-    def edit(self, eta: float, config, seed: int) -> np.ndarray:
+    def edit_one(self, eta: float, config, seed: int) -> np.ndarray:
         """The edit that ``nrt generate`` makes for this η, settings and seed."""
-        from ..backbones.base import interpolate
-        from ..edit import check_etas, decode_outputs
-        from ..sample import check_seed, sample
-
-        condition = interpolate(self.e_tgt, self.e_opt, check_etas([eta]))
-        latents = sample(self.backbone, condition, self.shape, config, [check_seed(seed)],
-                         unet=self.unet, inpaint=self.inpaint, progress=False)
-        return decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)[0]
+        return self.edit([eta], config, seed, self.unet)[0]
 
     def close(self) -> None:
         self._stack.close()
@@ -134,7 +117,7 @@ def edit_trial(config: dict[str, Any], job: TrialJob) -> None:
     started = time.perf_counter()
     audio = None
     try:
-        audio = clip.edit(float(config["eta"]), sample_config, int(config["seed"]))
+        audio = clip.edit_one(float(config["eta"]), sample_config, int(config["seed"]))
         scores = clip.scorer.score([audio], clip.rate)[0]
     finally:
         del audio
