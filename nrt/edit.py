@@ -39,15 +39,23 @@ def prepare_input(backbone: Backbone, clip: AudioClip) -> PreparedInput:
     return PreparedInput(wave, loudness)
 
 
-def check_etas(etas: Sequence[float]) -> list[float]:
-    if not etas:
-        raise InputError("give at least one eta")
+def check_fractions(values: Sequence[float], name: str, allow_zero: bool = True) -> list[float]:
+    """Numbers in [0, 1] (or (0, 1] without ``allow_zero``), at least one; InputError otherwise."""
+    if not values:
+        raise InputError(f"give at least one {name}")
+    bracket = "[" if allow_zero else "("
     checked = []
-    for eta in etas:
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= float(eta) <= 1.0:
-            raise InputError(f"eta must lie in [0, 1], got {eta!r}")
-        checked.append(float(eta))
+    for value in values:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        in_range = number and (0.0 <= value <= 1.0 if allow_zero else 0.0 < value <= 1.0)
+        if not in_range:
+            raise InputError(f"{name} must lie in {bracket}0, 1], got {value!r}")
+        checked.append(float(value))
     return checked
+
+
+def check_etas(etas: Sequence[float]) -> list[float]:
+    return check_fractions(etas, "eta")
 
 
 def latent_weight(backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None) -> torch.Tensor | None:

@@ -93,15 +93,20 @@ def read_json(path: Path) -> dict:
 
 
 def ensure_cached(name: str, write: Callable[[Path], Any], marker: str, root: Path | None = None) -> Path:
-    """``root/name`` in nrt's cache, written once by ``write`` (atomically: staged, then renamed).
+    """``root/name`` in nrt's cache (``root`` defaults to :func:`cache_dir`), written once by ``write``."""
+    return ensure_dir((root or cache_dir()) / name, write, marker)
 
-    ``marker`` is a file that exists only in a complete copy.
+
+def ensure_dir(target: Path, write: Callable[[Path], Any], marker: str) -> Path:
+    """``target``, written once by ``write`` into a staging folder that is renamed into place.
+
+    ``marker`` is a file that exists only in a complete copy; a process that loses the race
+    to another writer takes the winner's copy.
     """
-    target = (root or cache_dir()) / name
     if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         write(staging)
         os.replace(staging, target)

@@ -12,20 +12,12 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import decode_outputs, inpaint_context, prepare_input
-from .errors import InputError
+from .edit import check_fractions, decode_outputs, inpaint_context, prepare_input
 from .sample import SampleConfig, check_seed, sample
 
 
 def check_strengths(strengths: Sequence[float]) -> list[float]:
-    if not strengths:
-        raise InputError("give at least one strength")
-    checked = []
-    for s in strengths:
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 < float(s) <= 1.0:
-            raise InputError(f"strength must lie in (0, 1], got {s!r}")
-        checked.append(float(s))
-    return checked
+    return check_fractions(strengths, "strength", allow_zero=False)
 
 
 def sdedit(

@@ -39,6 +39,8 @@ import fsspec
 
 from . import __version__
 from .errors import InputError, NrtError
+from .files import atomic_file
+from .hub import cache_dir, ensure_dir
 from .manifest import validate_clip_id
 
 logger = logging.getLogger(__name__)
@@ -121,17 +123,7 @@ class Storage:
         if self.is_local:
             target = self.local_path(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_file(target, lambda tmp: _write_synced(tmp, data))
         else:
             self.fs.pipe_file(self._path(rel), data)
 
@@ -204,8 +196,6 @@ def local_cache(storage: Storage, rel: str) -> Path:
     """Where a worker keeps its local copy of ``rel`` from a remote root."""
     import hashlib
 
-    from .hub import cache_dir
-
     root = hashlib.sha256(storage.root.encode()).hexdigest()[:12]
     return cache_dir() / "storage" / root / _clean(rel)
 
@@ -214,20 +204,14 @@ def fetch_dir(storage: Storage, rel: str, index: str) -> Path:
     """``rel`` as a local folder: itself on a local root, else a cached copy (downloaded once)."""
     if storage.is_local:
         return storage.local_path(rel)
-    target = local_cache(storage, rel)
-    if (target / index).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        storage.get_dir(rel, staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / index).exists():  # lost a race only if the winner finished
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_dir(local_cache(storage, rel), lambda staging: storage.get_dir(rel, staging), index)
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # -- bundles --------------------------------------------------------------------------------

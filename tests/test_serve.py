@@ -5,15 +5,10 @@ saved as a bundle in the storage layout and published with nrt.storage, as the s
 """
 
 import concurrent.futures
-import importlib.util
 import io
-import json
 import os
 import shutil
-import socket
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,63 +23,17 @@ pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 requests = pytest.importorskip("requests")
 
-from nrt.storage import Storage, bundle_rel, write_registry_entry  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "test-token-4f1c"
-BEST = {"eta": 0.5, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0}
-RATE, CHANNELS = 22050, 2  # not the model's 16 kHz mono: the edit must come back like the input
+from nrt.storage import Storage, write_registry_entry  # noqa: E402
+from service_setup import (  # noqa: E402
+    BEST, CHANNELS, RATE, ROOT, TOKEN, fit_tiny_bundle, load_module, publish, running_service,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dict = BEST) -> dict:
-    """Put a bundle where the sweep puts it and publish its registry entry (the JSON last)."""
-    key = "lora-test0000000"
-    rel = bundle_rel(clip_id, key)
-    shutil.copytree(source, storage.local_path(rel))
-    meta = json.loads((source / "bundle.json").read_text())
-    storage.put_file(source / meta["input"]["file"], f"clips/{clip_id}/input.flac")
-    return {
-        "clip_id": clip_id, "edit_type": "addition", "target_prompt": prompt, "mask": None,
-        "input": f"clips/{clip_id}/input.flac", "model": "tiny", "dtype": "fp32", "bundle": rel, "fit_key": key,
-        "fit": meta["fit"], "best": dict(best),
-        "scores": {"text": 0.1, "audio": 0.9, "sum": 1.0, "clap": "tiny"},
-        "trials": {"run": 2, "done": 2, "failed": 0}, "search": {"eta": "0:1"},
-        "files": [f"{rel}/bundle.json"],
-    }
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """One tiny LoRA fit of a 22.05 kHz stereo beep, saved as a bundle outside the storage root."""
-    from nrt.audio import load_audio
-    from nrt.backbones import load_backbone
-    from nrt.bundle import save_bundle
-    from nrt.edit import prepare_input
-    from nrt.fit import FitConfig, fit
-
-    directory = tmp_path_factory.mktemp("fitted")
-    wav = write_tone_clip(directory / "beep.wav", rate=RATE, channels=CHANNELS)
-    backbone = load_backbone("tiny", device="cpu")
-    clip = load_audio(wav)
-    result = fit(backbone, prepare_input(backbone, clip).wave, "a beep with a dog barking",
-                 FitConfig(embed_steps=3, embed_lr=0.05, tune_steps=3), progress=False)
-    return save_bundle(directory / "bundle", result, backbone.info, clip, target_prompt="a beep with a dog barking")
+    return fit_tiny_bundle(tmp_path_factory.mktemp("fitted"))
 
 
 @pytest.fixture(scope="module")
@@ -96,28 +45,19 @@ def storage(fitted, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(storage):
-    """Ray, Serve on a free loopback port, and the app built by serve/app.py's builder."""
-    from ray import serve
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    builder = _load("serve_app", ROOT / "serve" / "app.py")
-    app = builder.app({
+    """The service with a token, small queues and a smoke budget for uploads; a session with the token."""
+    settings = {
         "storage": storage.root, "api_token": TOKEN, "max_queued_requests": "2", "max_clips_per_replica": "1",
         "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "2", "job_fit_cpus": "0.5",
         "job_trial_cpus": "0.5", "editor_cpus": "0.5",
-    })
-    serve.run(app, name="nrt", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {TOKEN}"
-    try:
-        yield url, session
-    finally:
-        session.close()
-        serve.shutdown()
-        ray.shutdown()
+    }
+    with running_service(settings) as url:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {TOKEN}"
+        try:
+            yield url, session
+        finally:
+            session.close()
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +253,7 @@ def test_edits_past_the_queue_get_503_not_a_hang(service):
 
 def test_the_load_script_reports_no_errors(service, capsys):
     url, _ = service
-    load = _load("serve_load", ROOT / "serve" / "load.py")
+    load = load_module("serve_load", ROOT / "serve" / "load.py")
     code = load.main(["--url", url, "--clip", "beep", "--requests", "6", "--concurrency", "2", "--token", TOKEN,
                       "--duration", "120", "--timeout", "120"])
     out = capsys.readouterr().out

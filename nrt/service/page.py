@@ -7,7 +7,6 @@ lets it load nothing from outside the service.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from importlib.resources import files
 
 from fastapi.responses import Response
@@ -30,13 +29,8 @@ HEADERS = {
 }
 
 
-@lru_cache(maxsize=None)
-def _read(name: str) -> bytes:
-    return (files(__package__) / "static" / name).read_bytes()
-
-
 def page_file(name: str) -> Response:
     """One of the page's files, with its media type and the page's security headers; 404 for others."""
     if name not in FILES:
         raise NotFound(f"no page file {name!r}; the page is at / and its files are {', '.join(sorted(FILES))}")
-    return Response(_read(name), media_type=FILES[name], headers=HEADERS)
+    return Response((files(__package__) / "static" / name).read_bytes(), media_type=FILES[name], headers=HEADERS)
