@@ -61,7 +61,7 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
     g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
     g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
-    g.add_argument("--tune-lr", type=float, default=None, help="step 2 learning rate (default 1e-6 full, 1e-4 LoRA)")
+    g.add_argument("--tune-lr", type=float, default=None, help="step 2 learning rate (default 1e-6 full, 3e-4 LoRA)")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")

@@ -41,7 +41,7 @@ def test_round_trip_is_bit_exact(backbone, fitted, tmp_path):
     assert bundle.input.sample_rate == clip.sample_rate
     meta = bundle.meta
     assert meta["backbone"]["kind"] == "tango" and meta["method"]["lora"]["rank"] == 8
-    assert meta["fit"]["embed_steps"] == 3 and meta["fit"]["tune_lr"] == 1e-4
+    assert meta["fit"]["embed_steps"] == 3 and meta["fit"]["tune_lr"] == 3e-4
     assert meta["input"]["num_frames"] == clip.num_frames and len(meta["input"]["sha256"]) == 64
     assert {"probe_e_tgt", "probe_e_opt", "probe_fitted"} <= meta["losses"].keys()
     assert not list(path.parent.glob(".*"))  # no staging left behind

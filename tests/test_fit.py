@@ -132,4 +132,4 @@ def test_fit_config_names_the_bad_value(kwargs, message):
 
 def test_lora_default_rate_differs_from_full():
     assert FitConfig(method="full").resolved_tune_lr == 1e-6
-    assert FitConfig(method="lora").resolved_tune_lr == 1e-4
+    assert FitConfig(method="lora").resolved_tune_lr == 3e-4

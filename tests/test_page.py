@@ -80,7 +80,7 @@ def storage(tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(storage):
     with running_service({
-        "storage": storage.root, "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "2",
+        "storage": storage.root, "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "1",
         "job_fit_cpus": "0.5", "job_trial_cpus": "0.5", "editor_cpus": "0.5",
     }) as url:
         yield url
@@ -183,6 +183,10 @@ def test_the_page_asks_for_the_token_and_keeps_it_in_the_tab_only(browser, servi
     other = open_page(browser, service, js_errors)  # another tab asks again
     expect(other.get_by_label("Token", exact=True)).to_be_visible()
     other.close()
+    page.get_by_role("button", name="Forget token").click()
+    expect(token).to_be_visible()
+    expect(page.locator("#clip-list .clip")).to_have_count(0)
+    assert page.evaluate("() => sessionStorage.length") == 0
     page.close()
     assert not js_errors
 
@@ -277,6 +281,7 @@ def test_api_errors_show_in_the_alert_and_the_page_keeps_working(page, storage, 
     history.nth(1).get_by_role("button", name="Put edit").click()
     expect(page.locator("#edit-audio")).to_have_attribute("src", first)
     expect(page.locator("#download")).to_have_attribute("download", "beep-eta0.70-seed0.wav")
+    expect(page.get_by_label("η value")).to_have_value("0.70")  # its settings, to go on from
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator('#clip-list button[data-clip="gone"]')).to_have_count(0)
     assert not js_errors
@@ -321,13 +326,24 @@ def test_the_page_works_by_keyboard_alone_and_names_its_controls(browser, servic
 def test_the_page_fits_a_phone(page):
     for size, name in ((PHONE, "page-phone.png"), (DESKTOP, "page-desktop.png")):
         page.set_viewport_size(size)
+        page.mouse.move(0, 0)
         page.wait_for_timeout(300)  # the spectrograms are redrawn for the new width
         assert page.evaluate("() => document.documentElement.scrollWidth") <= size["width"]
         for canvas in ("input-spec", "edit-spec"):
             box = page.locator(f"#{canvas}").bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], (canvas, box)
         if SCREENSHOTS:
-            page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+            screenshot(page, Path(SCREENSHOTS) / name)
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole page as a PNG of 256 colours, small enough to keep in the docs."""
+    from PIL import Image
+
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
 
 
 # -- the upload, at its end ----------------------------------------------------------------------------

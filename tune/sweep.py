@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embed-lr", type=float, nargs="+", default=[d.embed_lr], help="step 1 learning rate")
     g.add_argument("--tune-steps", type=int, nargs="+", default=None, help="step 2 steps (default by model)")
     g.add_argument("--tune-lr", type=float, nargs="+", default=[None],
-                   help="step 2 learning rate (default 1e-6 full, 1e-4 LoRA)")
+                   help="step 2 learning rate (default 1e-6 full, 3e-4 LoRA)")
     g.add_argument("--lora-rank", type=int, nargs="+", default=[d.lora_rank], help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")

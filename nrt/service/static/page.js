@@ -132,8 +132,7 @@
 
   $("forget-token").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
-    askForToken();
-    say("The token is forgotten.");
+    window.location.reload();  // and with it everything fetched with the token
   });
 
   // -- the clips ----------------------------------------------------------------------------------
@@ -256,14 +255,16 @@
     $("eta-value").value = eta.toFixed(2);
   }
 
+  function applySettings(settings) {
+    setEta(settings.eta);
+    $("steps").value = settings.steps;
+    $("guidance").value = settings.guidance;
+    $("seed").value = settings.seed;
+    $("scheduler").value = settings.scheduler;
+  }
+
   function resetSettings() {
-    if (!state.clip) return;
-    const best = state.clip.best;
-    setEta(best.eta);
-    $("steps").value = best.steps;
-    $("guidance").value = best.guidance;
-    $("seed").value = best.seed;
-    $("scheduler").value = best.scheduler;
+    if (state.clip) applySettings(state.clip.best);
   }
 
   $("eta").addEventListener("input", () => { $("eta-value").value = Number($("eta").value).toFixed(2); });
@@ -407,7 +408,8 @@
           "Put in B");
         listen.addEventListener("click", () => {
           showEdit(edit);
-          say(`Edit ${edit.n} is in B.`);
+          applySettings(edit.settings);  // the next edit starts from this one's settings
+          say(`Edit ${edit.n} is in B, and its settings are in the form.`);
           $("edit-audio").focus();
         });
         item.append(listen);
