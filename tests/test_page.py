@@ -1,5 +1,6 @@
 """The listening page in a real browser: Debian's Chromium driven by Playwright, against the
-service on 127.0.0.1 with the tiny backbone and a token (the setup of test_serve.py).
+service on 127.0.0.1 with the tiny backbone and a token (tests/service_setup.py, shared with
+test_serve.py, which also checks what the page is served with).
 
 One service and one browser for the module. The page's tab is shared by the tests in file order:
 an upload is started early so that its fit and search run while the other tests do. Set
@@ -23,7 +24,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 pytest.importorskip("ray")
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
-requests = pytest.importorskip("requests")
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the browser tests need the playwright package: pip install -e '.[page]'")
 if not CHROMIUM.exists():
@@ -39,7 +39,7 @@ SCREENSHOTS = os.environ.get("NRT_PAGE_SCREENSHOTS")
 DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 375, "height": 740}
 
 # In the page: the edit's and the input's bytes, fetched from their <audio> elements' object URLs,
-# decoded as the page decodes them.
+# and decoded with the Web Audio API.
 READ_AUDIO = """async () => {
   const bytesOf = async (id) => new Uint8Array(await (await fetch(document.getElementById(id).src)).arrayBuffer());
   const decode = (bytes) => new OfflineAudioContext(1, 1, 44100).decodeAudioData(bytes.slice().buffer);
@@ -145,23 +145,7 @@ def press_edit(page, eta: str | None = None) -> str:
     return page.locator("#edit-audio").get_attribute("src")
 
 
-# -- served without a token, and nothing from outside ---------------------------------------------
-def test_the_page_is_served_without_a_token_and_loads_nothing_from_outside(service):
-    page = requests.get(f"{service}/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "default-src 'none'" in page.headers["content-security-policy"]
-    links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
-    assert set(links) >= {"static/page.css", "static/page.js"}
-    assert not [link for link in links if "//" in link or link.startswith("/")], links  # relative: the service's own
-    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
-        asset = requests.get(f"{service}/static/{name}")
-        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
-        assert not re.search(r"https?:|url\(|@import", asset.text)
-    missing = requests.get(f"{service}/static/app.py")
-    assert missing.status_code == 404 and set(missing.json()) == {"error", "detail"}
-    assert requests.get(f"{service}/v1/clips").status_code == 401  # the data still needs the token
-
-
+# -- the token ------------------------------------------------------------------------------------------
 def test_the_page_asks_for_the_token_and_keeps_it_in_the_tab_only(browser, service, js_errors):
     page = open_page(browser, service, js_errors)
     token = page.get_by_label("Token", exact=True)

@@ -7,6 +7,7 @@ saved as a bundle in the storage layout and published with nrt.storage, as the s
 import concurrent.futures
 import io
 import os
+import re
 import shutil
 import time
 
@@ -261,6 +262,22 @@ def test_the_load_script_reports_no_errors(service, capsys):
     assert "requests: 6 " in out and "ok: 6" in out and "errors: 0" in out and "503s: 0" in out
     assert "latency p95:" in out and "throughput:" in out
     assert load.main(["--url", "http://example.com:8000"]) == 2  # loopback only
+
+
+def test_the_listening_page_needs_no_token_and_loads_nothing_from_outside(service):
+    url, _ = service
+    page = requests.get(f"{url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+    assert {"static/page.css", "static/page.js"} <= set(links)
+    assert not [link for link in links if "//" in link or link.startswith("/")], links  # relative: the service's own
+    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        asset = requests.get(f"{url}/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert not re.search(r"https?:|url\(|@import", asset.text), name
+    assert_error(requests.get(f"{url}/static/app.py"), 404)
+    assert_error(requests.get(f"{url}/v1/clips"), 401)  # what it shows still needs the token
 
 
 def test_the_openapi_page_describes_every_endpoint_and_field(service):
