@@ -52,16 +52,25 @@ def _add_input(p: argparse.ArgumentParser) -> None:
                         "the input's digital-silence gaps of 0.25 s or more")
 
 
-def _add_fit(p: argparse.ArgumentParser) -> None:
-    from .fit import FitConfig
+def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
+    """The fit flags; ``one_method=False`` (eval fits both methods) gives each method its rate."""
+    from .fit import DEFAULT_TUNE_LR, FitConfig
 
     d = FitConfig()
     g = p.add_argument_group("fit (steps 1 and 2)")
-    g.add_argument("--method", choices=["full", "lora"], default=d.method, help="step 2: full fine-tune or LoRA")
+    if one_method:
+        g.add_argument("--method", choices=["full", "lora"], default=d.method, help="step 2: full fine-tune or LoRA")
     g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
     g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
     g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
-    g.add_argument("--tune-lr", type=float, default=None, help="step 2 learning rate (default 1e-6 full, 3e-4 LoRA)")
+    if one_method:
+        g.add_argument("--tune-lr", type=float, default=None,
+                       help=f"step 2 learning rate (default {DEFAULT_TUNE_LR['full']:g} full, "
+                            f"{DEFAULT_TUNE_LR['lora']:g} LoRA)")
+    else:
+        for method in ("full", "lora"):
+            g.add_argument(f"--{method}-tune-lr", type=float, default=None,
+                           help=f"step 2 learning rate of {method} (default {DEFAULT_TUNE_LR[method]:g})")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
@@ -157,7 +166,6 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 def _add_eval(p: argparse.ArgumentParser) -> None:
     from .clap import DEFAULT_MODEL
     from .evaluate import DEFAULT_ETAS, DEFAULT_STRENGTHS, METHODS
-    from .fit import DEFAULT_TUNE_LR, FitConfig
     from .sample import SampleConfig
     from .scoring import DEFAULT_ONSET_TOLERANCE
 
@@ -177,19 +185,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure-clip", default=None, metavar="ID",
                    help="clip of spectrograms.png (None: the first style transfer clip, else the first clip)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longest clip accepted, in seconds")
-    d = FitConfig()
-    g = p.add_argument_group("fit (steps 1 and 2, once per clip and fitted method)")
-    g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
-    g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
-    g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
-    g.add_argument("--full-tune-lr", type=float, default=None, help=f"step 2 learning rate of full (None: {DEFAULT_TUNE_LR['full']:g})")
-    g.add_argument("--lora-tune-lr", type=float, default=None, help=f"step 2 learning rate of lora (None: {DEFAULT_TUNE_LR['lora']:g})")
-    g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
-    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (None: the rank)")
-    g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(timestep, noise) draws per step")
-    g.add_argument("--gradient-checkpointing", action="store_true", help="save memory in step 2")
-    g.add_argument("--fit-seed", type=int, default=d.seed, help="seed of the fit's random draws")
+    _add_fit(p, one_method=False)
     s = SampleConfig()
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, default=s.steps, help="diffusion steps T")
