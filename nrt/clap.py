@@ -516,7 +516,8 @@ def tiny_corpus() -> list[str]:
     return captions
 
 
-def _tiny_tokenizer(max_length: int):
+def bpe_tokenizer(corpus: Sequence[str], vocab_size: int, max_length: int):
+    """A byte-level RoBERTa BPE tokenizer of at most ``vocab_size`` tokens, trained on ``corpus``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import RobertaTokenizer
 
@@ -524,12 +525,12 @@ def _tiny_tokenizer(max_length: int):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=1024,
+        vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(tiny_corpus(), trainer)
+    bpe.train_from_iterator(corpus, trainer)
     trained = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     return RobertaTokenizer(vocab=trained["vocab"], merges=merges, model_max_length=max_length)
@@ -547,7 +548,7 @@ def build_tiny_clap(directory: str | os.PathLike, seed: int = 0) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tiny_tokenizer(TEXT_MAX_TOKENS)
+    tokenizer = bpe_tokenizer(tiny_corpus(), 1024, TEXT_MAX_TOKENS)
     config = ClapConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -602,6 +603,7 @@ __all__ = [
     "ClapScores",
     "LaionClapScorer",
     "WindowedClapScorer",
+    "bpe_tokenizer",
     "build_tiny_clap",
     "cache_dir",
     "cosine_scores",

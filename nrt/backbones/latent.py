@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL
 
 from .base import Backbone, BackboneInfo, Loudness, place
 from .mel import MelFrontEnd
+from .patch import PatchAutoencoder
 
 PEAK = 0.5  # the level the training data was scaled to
 
@@ -25,7 +26,7 @@ class MelLatentBackbone(Backbone):
         self,
         info: BackboneInfo,
         mel: MelFrontEnd,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL | PatchAutoencoder,
         vocoder: torch.nn.Module,
         unet: torch.nn.Module,
         scheduler_config: dict[str, Any],
@@ -37,12 +38,17 @@ class MelLatentBackbone(Backbone):
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler_config = dict(scheduler_config)
         self.sample_rate = mel.config.sampling_rate
-        self.scaling_factor = float(vae.config.scaling_factor)
-        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+        if isinstance(vae, PatchAutoencoder):
+            self.scaling_factor = vae.scaling_factor
+            self.latent_channels = vae.latent_channels
+            self.vae_downsample = vae.downsample
+        else:
+            self.scaling_factor = float(vae.config.scaling_factor)
+            self.latent_channels = vae.config.latent_channels
+            self.vae_downsample = 2 ** (len(vae.config.block_out_channels) - 1)
         unet_down = 2 ** (len(unet.config.down_block_types) - 1)
-        self.vae_downsample = vae_down
         # mel frames must divide by the whole downsampling, VAE times UNet
-        self.frames_multiple = vae_down * unet_down
+        self.frames_multiple = self.vae_downsample * unet_down
 
     # -- audio ---------------------------------------------------------------------------
     def normalize(self, wave: torch.Tensor) -> tuple[torch.Tensor, Loudness]:
@@ -62,7 +68,7 @@ class MelLatentBackbone(Backbone):
     def latent_shape(self, num_samples: int) -> tuple[int, int, int]:
         frames = self.num_mel_frames(num_samples) // self.vae_downsample
         bins = self.mel.config.n_mel_channels // self.vae_downsample
-        return (self.vae.config.latent_channels, frames, bins)
+        return (self.latent_channels, frames, bins)
 
     @property
     def latent_frames_per_second(self) -> float:
@@ -74,14 +80,18 @@ class MelLatentBackbone(Backbone):
         # pad with silence so the mel has frames + 1 columns, then drop the last (as TANGO does)
         padded = torch.nn.functional.pad(wave, (0, frames * self.mel.hop_length - wave.shape[-1]))
         vae_device = self.vae.device
-        mel = self.mel.to(vae_device)(padded.to(vae_device))[:, :frames]
-        posterior = self.vae.encode(mel.unsqueeze(1).to(self.vae.dtype)).latent_dist
-        return posterior.mode() * self.scaling_factor
+        mel = self.mel.to(vae_device)(padded.to(vae_device))[:, :frames].unsqueeze(1).to(self.vae.dtype)
+        if isinstance(self.vae, PatchAutoencoder):
+            return self.vae.encode_mel(mel) * self.scaling_factor
+        return self.vae.encode(mel).latent_dist.mode() * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
         latents = latents.to(self.vae.device, self.vae.dtype) / self.scaling_factor
-        mel = self.vae.decode(latents).sample.squeeze(1)
+        if isinstance(self.vae, PatchAutoencoder):
+            mel = self.vae.decode_latent(latents).squeeze(1)
+        else:
+            mel = self.vae.decode(latents).sample.squeeze(1)
         wave = self.vocoder(mel.to(self.vocoder.device, self.vocoder.dtype))
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)

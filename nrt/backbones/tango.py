@@ -10,7 +10,10 @@ Optional fields nrt reads beyond TANGO's own (used by models written by nrt, ign
 TANGO): ``main_config.json`` may name a UNet config file inside the model directory
 (``unet_model_config_path``), carry a ``scheduler_config`` dict, and name the text encoder
 by a directory relative to the model; ``vae_config.json`` may carry a ``vocoder`` dict of
-HiFi-GAN hyperparameters (the default is TANGO's 16 kHz, 64-mel HiFi-GAN).
+HiFi-GAN hyperparameters (the default is TANGO's 16 kHz, 64-mel HiFi-GAN). nrt-mini's files
+use two more (see :mod:`nrt.backbones.patch`): ``vae_config.json`` with ``"kind": "patch"``
+(standardised log-mel folded into patches; the standardisation is the VAE file's weights)
+and a vocoder ``{"kind": "griffin-lim"}`` (no weights).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from ..hub import fingerprint, read_json, resolve_model_dir
 from . import convert
 from .base import BackboneInfo, Condition, place
 from .latent import MelLatentBackbone
-from .mel import MelFrontEnd, StftConfig
+from .mel import MelFrontEnd, StftConfig, tacotron_stft_buffers
+from .patch import GRIFFIN_LIM_KIND, PATCH_KIND, GriffinLimVocoder, PatchAutoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +49,8 @@ TANGO_FILES = (
 KNOWN_UNET_CONFIGS = {"diffusion_model_config.json": "tango-unet-config.json"}
 KNOWN_SCHEDULERS = {"stabilityai/stable-diffusion-2-1": "sd21-scheduler.json"}
 TEXT_ENCODER_FILES = ("config.json", "tokenizer*", "spiece.model", "special_tokens_map.json")
-MIN_VOCAB = 32
-TEXT_CACHE_SIZE = 64  # prompts whose encoder states are kept (a sweep asks for the same few)  # an offline stub tokenizer has a handful of tokens
+MIN_VOCAB = 32  # an offline stub tokenizer has a handful of tokens
+TEXT_CACHE_SIZE = 64  # prompts whose encoder states are kept (a sweep asks for the same few)
 
 
 class TangoBackbone(MelLatentBackbone):
@@ -191,6 +195,20 @@ def _load_strict(module: torch.nn.Module, state_dict: dict, what: str, allow_mis
         )
 
 
+def _build_vae(config: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    if config.get("kind") == PATCH_KIND:
+        vae = PatchAutoencoder.from_config(config)
+        _load_strict(vae, state_dict, "patch autoencoder")
+        return vae.eval()
+    return convert.build_vae(config, state_dict)
+
+
+def _build_vocoder(config: dict, state_dict: dict[str, torch.Tensor], stft: StftConfig) -> torch.nn.Module:
+    if config.get("kind") == GRIFFIN_LIM_KIND:
+        return GriffinLimVocoder.from_config(stft, config).eval()
+    return convert.build_vocoder(config, state_dict)
+
+
 def _check_front_end(path: Path, stft: StftConfig) -> None:
     """Warn when the checkpoint's stored mel filters differ from the ones nrt computes."""
     if not path.exists():
@@ -199,6 +217,64 @@ def _check_front_end(path: Path, stft: StftConfig) -> None:
     ours = MelFrontEnd(stft).mel_basis
     if stored is None or stored.shape != ours.shape or not torch.allclose(stored.float(), ours, atol=1e-5):
         logger.warning("%s: the stored mel filters differ from stft_config.json's; edits may be off", path)
+
+
+def write_tango(
+    directory: Path,
+    *,
+    unet: UNet2DConditionModel,
+    text_encoder: T5EncoderModel,
+    tokenizer: PreTrainedTokenizerBase,
+    vae_state: dict[str, torch.Tensor],
+    vae_config: dict,
+    stft_config: dict,
+    scheduler_config: dict,
+    extra: dict | None = None,
+    dtype: torch.dtype | None = None,
+    stft_bases: bool = True,
+) -> Path:
+    """Write a model that :func:`load_tango` reads, in TANGO's layout with nrt's optional fields.
+
+    ``vae_state`` holds the VAE's (and any vocoder's, under ``vocoder.``) tensors in the
+    original AudioLDM layout; ``dtype`` (e.g. float16) shrinks the UNet and text encoder on disk.
+    ``stft_bases=False`` keeps only the mel filters in ``pytorch_model_stft.bin`` (nrt computes
+    the STFT itself; the bases are 8 MB at 1024 points).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    text_dir = directory / "text_encoder"
+    tokenizer.save_pretrained(text_dir)
+    text_encoder.config.save_pretrained(text_dir)
+    main = {f"unet.{k}": cast(v) for k, v in unet.state_dict().items()}
+    main.update({f"text_encoder.{k}": cast(v) for k, v in text_encoder.state_dict().items()})
+    torch.save(main, directory / "pytorch_model_main.bin")
+    torch.save(vae_state, directory / "pytorch_model_vae.bin")
+    buffers = tacotron_stft_buffers(StftConfig.from_dict(stft_config))
+    if not stft_bases:
+        buffers = {"mel_basis": buffers["mel_basis"]}
+    torch.save(buffers, directory / "pytorch_model_stft.bin")
+    main_config = {
+        "text_encoder_name": "text_encoder",
+        "scheduler_name": "stabilityai/stable-diffusion-2-1",
+        "scheduler_config": scheduler_config,
+        "unet_model_name": None,
+        "unet_model_config_path": "unet_config.json",
+        "snr_gamma": 5.0,
+        **(extra or {}),
+    }
+    (directory / "unet_config.json").write_text(json.dumps(dict(unet.config), indent=2))
+    (directory / "vae_config.json").write_text(json.dumps(vae_config, indent=2))
+    (directory / "stft_config.json").write_text(json.dumps(stft_config, indent=2))
+    (directory / "main_config.json").write_text(json.dumps(main_config, indent=2))
+    return directory
+
+
+def sd21_scheduler(prediction_type: str = "v_prediction") -> dict:
+    """The scheduler config TANGO names (Stable Diffusion 2.1's), with a chosen prediction type."""
+    return {**_data_json(KNOWN_SCHEDULERS["stabilityai/stable-diffusion-2-1"]), "prediction_type": prediction_type}
 
 
 def load_tango(name_or_path: str | Path, revision: str | None = None) -> TangoBackbone:
@@ -232,8 +308,8 @@ def load_tango(name_or_path: str | Path, revision: str | None = None) -> TangoBa
     # 2. The VAE carries the vocoder under vocoder.*
     vae_state, vocoder_state = convert.split_vocoder(load_weights(directory / "pytorch_model_vae.bin"))
     vocoder_config = vae_config.pop("vocoder", convert.HIFIGAN_16K_64)
-    vae = convert.build_vae(vae_config, vae_state)
-    vocoder = convert.build_vocoder(vocoder_config, vocoder_state)
+    vae = _build_vae(vae_config, vae_state)
+    vocoder = _build_vocoder(vocoder_config, vocoder_state, stft)
 
     _check_front_end(directory / "pytorch_model_stft.bin", stft)
     revision = snapshot or fingerprint(directory, [*TANGO_FILES, "pytorch_model_stft.bin"])

@@ -7,8 +7,8 @@ it exercises code paths, nothing more.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast, SpeechT5HifiGan, T5Config, T5E
 
 from ..hub import ensure_cached
 from . import convert
-from .mel import StftConfig, tacotron_stft_buffers
+from .tango import sd21_scheduler, write_tango
 
 FORMAT = 1  # bump when the files written here change
 
@@ -110,9 +110,10 @@ rustling heavy breathing sudden high low pitch pitched short long fast slow
 """.split()
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
+def word_tokenizer(words: Iterable[str] = VOCAB) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with T5's special tokens (pad 0, end of sequence 1, unknown 2)."""
     special = ["<pad>", "</s>", "<unk>"]
-    vocab = {tok: i for i, tok in enumerate(special + sorted(set(VOCAB)))}
+    vocab = {tok: i for i, tok in enumerate(special + sorted(set(words) - set(special)))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -130,22 +131,16 @@ def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_p
     torch.manual_seed(seed)
 
     # 1. Text encoder: a two-layer T5 encoder and a word-level tokenizer, saved beside the model
-    tokenizer = _tokenizer()
+    tokenizer = word_tokenizer()
     t5_config = T5Config(
         vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         feed_forward_proj="gated-gelu", is_encoder_decoder=False, pad_token_id=0, eos_token_id=1,
     )
     text_encoder = T5EncoderModel(t5_config)
-    text_dir = directory / "text_encoder"
-    tokenizer.save_pretrained(text_dir)
-    t5_config.save_pretrained(text_dir)
 
     # 2. UNet with TANGO's block layout
     unet = UNet2DConditionModel.from_config(UNET_CONFIG)
     _randomize_output(unet)
-    main = {f"unet.{k}": v for k, v in unet.state_dict().items()}
-    main.update({f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()})
-    torch.save(main, directory / "pytorch_model_main.bin")
 
     # 3. VAE and vocoder, saved in the original AudioLDM layout that TANGO's files use
     vae_only = {k: v for k, v in VAE_CONFIG.items() if k != "vocoder"}
@@ -157,26 +152,11 @@ def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_p
     vae_state.update(
         {f"vocoder.{k}": v for k, v in convert.hifigan_state_dict_from_speecht5(vocoder.state_dict()).items()}
     )
-    torch.save(vae_state, directory / "pytorch_model_vae.bin")
-    torch.save(tacotron_stft_buffers(StftConfig.from_dict(STFT_CONFIG)), directory / "pytorch_model_stft.bin")
-
-    # 4. Configs
-    scheduler = json.loads((Path(__file__).parent / "data" / "sd21-scheduler.json").read_text())
-    scheduler["prediction_type"] = prediction_type
-    main_config = {
-        "text_encoder_name": "text_encoder",
-        "scheduler_name": "stabilityai/stable-diffusion-2-1",
-        "scheduler_config": scheduler,
-        "unet_model_name": None,
-        "unet_model_config_path": "unet_config.json",
-        "snr_gamma": 5.0,
-        "nrt_tiny_format": FORMAT,
-    }
-    (directory / "unet_config.json").write_text(json.dumps(UNET_CONFIG, indent=2))
-    (directory / "vae_config.json").write_text(json.dumps(VAE_CONFIG))
-    (directory / "stft_config.json").write_text(json.dumps(STFT_CONFIG))
-    (directory / "main_config.json").write_text(json.dumps(main_config))
-    return directory
+    return write_tango(
+        directory, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae_state=vae_state,
+        vae_config=VAE_CONFIG, stft_config=STFT_CONFIG, scheduler_config=sd21_scheduler(prediction_type),
+        extra={"nrt_tiny_format": FORMAT},
+    )
 
 
 def _randomize_output(unet: UNet2DConditionModel) -> None:

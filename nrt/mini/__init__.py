@@ -1,0 +1,1 @@
+"""nrt-mini: a small text-to-audio model and CLAP trained on generated sound scenes."""

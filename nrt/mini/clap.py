@@ -1,0 +1,522 @@
+"""nrt-mini's own CLAP: a small ClapModel trained contrastively on generated sound scenes.
+
+The model is a transformers ``ClapModel`` in the hub layout, so :class:`nrt.clap.ClapScorer`
+loads and scores with it like any LAION checkpoint. It is sized for the scenes, not for real
+audio: 16 kHz (nothing above 8 kHz exists in a scene), 64 mels, a 3 s window (a 2.56 s scene
+is tiled once and zero-padded to it, LAION's ``repeatpad``), an HTSAT of three small stages,
+a three-layer RoBERTa of width 128 and 128-d embeddings; about 1.2 M parameters, stored as
+float16 (2.7 MB).
+
+Frames. HTSAT folds a [time, mel] spectrogram into a square image of ``spec_size`` pixels
+with ``spec_size // num_mel_bins`` rows of time; it refuses more than
+``spec_size * (spec_size // num_mel_bins)`` frames and bicubically stretches fewer. With
+``spec_size=128`` and 64 mels that is exactly 256 frames, and a hop of 188 samples gives
+``1 + 48000 // 188 = 256`` frames for a 3 s window, so nothing is stretched.
+
+Training (:func:`train_clap`) renders a bank of train scenes once, with their mels computed
+in the rendering processes (:func:`featurizer`), then runs the symmetric InfoNCE loss of CLAP
+through :func:`nrt.mini.training.train`, and writes the EMA weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..clap import TEXT_MAX_TOKENS, bpe_tokenizer
+from ..hub import ensure_dir
+from .training import TrainConfig, train
+
+if TYPE_CHECKING:
+    from transformers import ClapFeatureExtractor, ClapModel, PreTrainedTokenizerBase
+
+    from ..clap import WindowedClapScorer
+    from .bank import SceneBank
+    from .scenes import Scene
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000  # the scenes' rate (nrt.mini.scenes.SAMPLE_RATE)
+WINDOW_SECONDS = 3
+HOP = 188  # 1 + 48000 // 188 = 256 frames = spec_size * (spec_size // mels): no stretching
+FFT = 512
+MELS = 64
+SPEC_SIZE = 128
+VOCAB_SIZE = 1024
+MAX_LOGIT_SCALE = 100.0  # CLIP's cap on exp(logit_scale), which otherwise can run away
+# Rough statistics of the extractor's dB mels of scenes; training tracks the real ones.
+MEL_MEAN_DB, MEL_STD_DB = -58.0, 37.0
+MARKER = "config.json"
+RUN_DIR = Path("runs/clap")
+OUT_DIR = Path(__file__).parent / "weights" / "clap"
+
+
+# Building the model
+
+
+def clap_config(vocab_size: int):
+    """The ``ClapConfig`` of nrt-mini's CLAP (see the module docstring)."""
+    from transformers import ClapConfig
+
+    return ClapConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=TEXT_MAX_TOKENS + 3,  # RoBERTa offsets positions by pad + 1
+            # Every batch brings fresh caption wordings, so dropout has nothing to regularise; it
+            # only slows the early steps, where the pooled <s> token learns to attend.
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+        audio_config=dict(
+            num_mel_bins=MELS,
+            spec_size=SPEC_SIZE,
+            patch_size=4,
+            patch_stride=(4, 4),
+            window_size=8,  # 32x32 patches, then 16x16, then 8x8
+            depths=[2, 2, 3],
+            num_attention_heads=[2, 4, 8],
+            patch_embeds_hidden_size=24,
+            hidden_size=96,  # 24 * 2 ** (stages - 1)
+            enable_fusion=False,
+        ),
+        projection_dim=128,
+    )
+
+
+def feature_extractor() -> "ClapFeatureExtractor":
+    """The 16 kHz, 64-mel, 3 s extractor (256 frames per window)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(
+        feature_size=MELS,
+        sampling_rate=SAMPLE_RATE,
+        hop_length=HOP,
+        max_length_s=WINDOW_SECONDS,
+        fft_window_size=FFT,
+        frequency_min=0,
+        frequency_max=SAMPLE_RATE // 2,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
+
+
+def tokenizer() -> "PreTrainedTokenizerBase":
+    """A RoBERTa BPE trained on the scenes' captions, every caption word included."""
+    from .scenes import caption_corpus, caption_vocabulary
+
+    words = caption_vocabulary()
+    # Words mid-caption carry the byte-level space; listing both forms keeps each whole.
+    corpus = list(caption_corpus()) + [" ".join(words), "\n".join(words)]
+    return bpe_tokenizer(corpus, VOCAB_SIZE, TEXT_MAX_TOKENS)
+
+
+def build_clap(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Write an untrained nrt-mini CLAP (model, tokenizer, extractor) to ``directory``; returns it."""
+    from transformers import ClapModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(clap_config(len(tok))).eval()
+    batch_norm = model.audio_model.audio_encoder.batch_norm
+    # With the default (0, 1) the dB mels saturate the first layers until training moves them.
+    batch_norm.running_mean.fill_(MEL_MEAN_DB)
+    batch_norm.running_var.fill_(MEL_STD_DB**2)
+    _save(model, tok, feature_extractor(), directory)
+    return directory
+
+
+def _save(
+    model: "ClapModel", tok: "PreTrainedTokenizerBase", extractor: "ClapFeatureExtractor", directory: Path
+) -> None:
+    # float16 halves the file; the scorer loads it back as float32 (dtype None).
+    model.to(torch.float16).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    extractor.save_pretrained(directory)
+
+
+def load_parts(directory: str | os.PathLike) -> tuple["ClapModel", "PreTrainedTokenizerBase", "ClapFeatureExtractor"]:
+    """Model (float32), tokenizer and extractor of a directory written by :func:`build_clap`."""
+    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+    model = ClapModel.from_pretrained(directory, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(directory), ClapFeatureExtractor.from_pretrained(directory)
+
+
+# Features
+
+
+def featurize(extractor: "ClapFeatureExtractor", waves: np.ndarray) -> np.ndarray:
+    """``input_features`` [B, 1, frames, mels] of waves [B, T], float16, as :meth:`ClapScorer.features` gives them."""
+    waves = np.asarray(waves, dtype=np.float32)
+    if waves.ndim != 2 or waves.shape[1] == 0:
+        raise ValueError(f"featurize takes waves [batch, samples], got shape {waves.shape}")
+    if waves.shape[1] > extractor.nb_max_samples:
+        # The extractor would crop longer clips at a random place; the scorer windows them instead.
+        raise ValueError(f"waves of {waves.shape[1]} samples exceed the {extractor.nb_max_samples}-sample window")
+    state = np.random.get_state()  # nothing random happens on this path, but keep the global generator anyway
+    try:
+        inputs = extractor(
+            list(waves),
+            sampling_rate=extractor.sampling_rate,
+            truncation="rand_trunc",
+            padding="repeatpad",
+            return_tensors="np",
+        )
+    finally:
+        np.random.set_state(state)
+    return np.asarray(inputs["input_features"], dtype=np.float32).astype(np.float16)
+
+
+def featurizer(extractor: "ClapFeatureExtractor") -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`featurize` bound to ``extractor``; picklable, for :class:`SceneBank` workers."""
+    return functools.partial(featurize, extractor)
+
+
+# Batches and the loss
+
+
+@dataclass
+class ClapBatch:
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    input_features: torch.Tensor  # [B, 1, frames, mels]
+    positives: torch.Tensor  # [B, B] bool: caption i describes clip j (the diagonal, and same-content scenes)
+
+    def to(self, device: torch.device | str) -> "ClapBatch":
+        return ClapBatch(
+            *(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.input_features)),
+            self.positives.to(device, non_blocking=True),
+        )
+
+
+def tokenize(tok: "PreTrainedTokenizerBase", captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of captions, cut as the scorer cuts them."""
+    tokens = tok(list(captions), padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt")
+    return tokens["input_ids"], tokens["attention_mask"]
+
+
+def content_keys(scenes: Sequence["Scene"]) -> np.ndarray:
+    """An integer per scene, equal for scenes no caption can tell apart (their canonical wording)."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(s.caption(0), len(ids)) for s in scenes], dtype=np.int64)
+
+
+def make_batch(
+    tok: "PreTrainedTokenizerBase", captions: Sequence[str], features: torch.Tensor, keys: np.ndarray
+) -> ClapBatch:
+    """A :class:`ClapBatch` on the CPU; ``keys`` mark which clips share content (:func:`content_keys`)."""
+    input_ids, attention_mask = tokenize(tok, captions)
+    keys = torch.from_numpy(np.asarray(keys))
+    return ClapBatch(input_ids, attention_mask, features.float(), keys[:, None] == keys[None, :])
+
+
+def clap_loss(model: "ClapModel", batch: ClapBatch) -> torch.Tensor:
+    """CLAP's symmetric InfoNCE: text->audio and audio->text cross-entropy, averaged.
+
+    transformers' ``return_loss`` averages text->audio with itself (it transposes
+    ``logits_per_audio`` back), so both directions are computed here. A clip whose content
+    another caption of the batch also describes counts as a positive for it, sharing the
+    target mass, rather than as a negative it must push away.
+    """
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        input_features=batch.input_features,
+        is_longer=torch.zeros(len(batch.input_ids), 1, dtype=torch.bool, device=batch.input_ids.device),
+    )
+    text, audio = out.text_embeds.float(), out.audio_embeds.float()
+    scale_t = model.logit_scale_t.float().exp().clamp(max=MAX_LOGIT_SCALE)
+    scale_a = model.logit_scale_a.float().exp().clamp(max=MAX_LOGIT_SCALE)
+    targets = batch.positives.float()
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    text_to_audio = torch.nn.functional.cross_entropy(scale_t * text @ audio.T, targets)
+    audio_to_text = torch.nn.functional.cross_entropy(scale_a * audio @ text.T, targets.T)
+    return (text_to_audio + audio_to_text) / 2
+
+
+def heldout_batch(
+    extractor: "ClapFeatureExtractor", tok: "PreTrainedTokenizerBase", n: int, variant: int = 1
+) -> ClapBatch:
+    """The first ``n`` held-out scenes with wording ``variant``, as a CPU batch."""
+    from .scenes import scene_for
+
+    scenes = [scene_for("heldout", i) for i in range(n)]
+    waves = np.stack([s.render(SAMPLE_RATE) for s in scenes])
+    features = torch.from_numpy(featurize(extractor, waves))
+    return make_batch(tok, [s.caption(variant) for s in scenes], features, content_keys(scenes))
+
+
+@torch.no_grad()
+def evaluate_loss(model: "ClapModel", batch: ClapBatch) -> float:
+    """:func:`clap_loss` of ``batch`` in eval mode (running batch-norm statistics)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return float(clap_loss(model, batch.to(next(model.parameters()).device)))
+    finally:
+        model.train(was_training)
+
+
+class BankBatches:
+    """Batch ``step`` of a :class:`SceneBank` as a device :class:`ClapBatch`, the next one prepared meanwhile.
+
+    The bank's batches are a function of the step, so preparing step + 1 in a thread while the
+    device runs step changes nothing but the wait.
+    """
+
+    def __init__(
+        self, bank: "SceneBank", tok: "PreTrainedTokenizerBase", batch_size: int, device: torch.device, seed: int = 0
+    ) -> None:
+        if bank.features is None:
+            raise ValueError("the scene bank has no features; build it with featurize=featurizer(extractor)")
+        self.bank, self.tok, self.batch_size, self.device, self.seed = bank, tok, batch_size, device, seed
+        self.keys = content_keys(bank.scenes)  # once, so a step does no per-scene work for them
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clap-batches")
+        self._pending: tuple[int, Future] | None = None
+
+    def _prepare(self, step: int) -> ClapBatch:
+        drawn = self.bank.batch(step, self.batch_size, seed=self.seed)
+        batch = make_batch(self.tok, drawn.captions, drawn.features, self.keys[drawn.indices])
+        if self.device.type == "cuda":
+            batch = ClapBatch(*(t.pin_memory() for t in vars(batch).values()))
+        return batch
+
+    def __call__(self, step: int) -> ClapBatch:
+        if self._pending is not None and self._pending[0] == step:
+            batch = self._pending[1].result()
+        else:
+            batch = self._prepare(step)
+        self._pending = (step + 1, self._pool.submit(self._prepare, step + 1))
+        return batch.to(self.device)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Training
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def train_clap(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    bank_size: int,
+    config: TrainConfig,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or continue training) nrt-mini's CLAP in ``run_dir``; write its EMA weights to ``out_dir``.
+
+    The untrained model is built once into ``run_dir/base``, so a continued run keeps its
+    tokenizer. ``out_dir`` gets the hub layout and a ``training.json`` summary, and is replaced
+    whole: a reader sees the old model or the new one.
+    """
+    from .bank import SceneBank
+
+    if batch_size < 2:
+        raise ValueError(f"contrastive training needs a batch of at least 2, got {batch_size}")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    base = ensure_dir(run_dir / "base", lambda d: build_clap(d, seed=config.seed), MARKER)
+    model, tok, extractor = load_parts(base)
+
+    began = time.monotonic()
+    bank = SceneBank(bank_size, workers=workers, featurize=featurizer(extractor), progress=progress)
+    rendered = time.monotonic() - began
+    batches = BankBatches(bank, tok, batch_size, device, seed=config.seed)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    try:
+        result = train(
+            model.to(device), clap_loss, batches, config, run_dir, desc="clap", progress=progress, autocast=autocast
+        )
+    finally:
+        batches.close()
+    trained = time.monotonic() - began - rendered
+    summary = {
+        "step": result.step,
+        "steps": config.steps,
+        "finished": result.finished,
+        "loss": float(np.mean(result.losses[-100:])) if result.losses else None,
+        "bank": bank_size,
+        "batch_size": batch_size,
+        "device": str(device),
+        "render_seconds": round(rendered, 1),
+        "train_seconds": round(trained, 1),
+    }
+    logger.info("clap: step %d, loss %s; writing %s", result.step, summary["loss"], out_dir)
+
+    def write(directory: Path) -> None:
+        _save(result.ema.to("cpu"), tok, extractor, directory)
+        (directory / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    replace_dir(out_dir, write)
+    return out_dir
+
+
+def replace_dir(target: Path, write: Callable[[Path], object]) -> Path:
+    """Write ``target`` whole into a staging folder beside it, then swap it in (the old one kept on failure)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
+    try:
+        write(staging)
+        os.chmod(staging, 0o755)
+        if not target.exists():
+            os.replace(staging, target)
+            return target
+        old = target.parent / f".{target.name}-old-{os.getpid()}"
+        os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# Evaluation
+
+
+def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], variant: int = 1) -> dict[str, float]:
+    """Top-1 retrieval among ``scenes`` (held-out ones, say), captions in wording ``variant``.
+
+    ``text_to_audio``: how often a caption's most similar clip is its own scene;
+    ``audio_to_text`` the reverse; ``chance`` = 1 / N. Scenes that differ only in what no caption
+    says (timing, pitch within a word) share their canonical caption, so the ``*_content``
+    rates also count a hit on another scene with the same canonical caption.
+    ``matched_cosine`` is the mean cosine of a clip and its own caption, ``mismatched_cosine``
+    that of a clip and another scene's caption (the mean over all such pairs, which is what
+    randomly shuffled pairs give on average).
+    """
+    from .scenes import SAMPLE_RATE as rate
+
+    if len(scenes) < 2:
+        raise ValueError(f"retrieval needs at least 2 scenes, got {len(scenes)}")
+    audio = scorer.embed_audio([s.render(rate) for s in scenes], rate).double()
+    text = scorer.embed_text([s.caption(variant) for s in scenes]).double()
+    similarity = text @ audio.T  # [caption, clip]
+    n = len(scenes)
+    truth = torch.arange(n)
+    keys = torch.from_numpy(content_keys(scenes))
+    best_clip, best_caption = similarity.argmax(dim=1), similarity.argmax(dim=0)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool)
+    return {
+        "n": n,
+        "text_to_audio": float((best_clip == truth).double().mean()),
+        "audio_to_text": float((best_caption == truth).double().mean()),
+        "text_to_audio_content": float((keys[best_clip] == keys).double().mean()),
+        "audio_to_text_content": float((keys[best_caption] == keys).double().mean()),
+        "chance": 1 / n,
+        "matched_cosine": float(similarity.diagonal().mean()),
+        "mismatched_cosine": float(similarity[off_diagonal].mean()),
+    }
+
+
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nrt.mini.clap", description="Train nrt-mini's CLAP on generated sound scenes."
+    )
+    p.add_argument(
+        "--run-dir", type=Path, help=f"run folder: checkpoint and base model; run again to continue (default {RUN_DIR})"
+    )
+    p.add_argument("--out", type=Path, help=f"where the trained model goes, hub layout (default {OUT_DIR})")
+    p.add_argument("--steps", type=int, default=20_000, help="total optimiser steps of the run (default 20000)")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    p.add_argument("--bank", type=int, default=50_000, help="train scenes rendered once and drawn from")
+    p.add_argument("--batch-size", type=int, default=256, help="scene/caption pairs per step")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model and the batches")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering the bank (default: CPU count)")
+    p.add_argument("--eval-scenes", type=int, default=200, help="held-out scenes for the final retrieval test")
+    p.add_argument("--smoke", action="store_true", help="CI-sized run: 64 scenes, 20 steps, batch 8, temporary dirs")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="nrt-mini-clap-") as scratch:
+        if args.smoke:
+            args.bank, args.steps, args.batch_size, args.warmup = 64, 20, 8, 5
+            args.eval_scenes = min(args.eval_scenes, 16)
+            args.run_dir = args.run_dir or Path(scratch) / "run"
+            args.out = args.out or Path(scratch) / "clap"
+        config = TrainConfig(
+            steps=args.steps, lr=args.lr, warmup=min(args.warmup, args.steps), max_minutes=args.minutes, seed=args.seed
+        )
+        began = time.monotonic()
+        out = train_clap(
+            args.run_dir or RUN_DIR,
+            args.out or OUT_DIR,
+            bank_size=args.bank,
+            config=config,
+            batch_size=args.batch_size,
+            device=args.device,
+            workers=args.workers,
+        )
+        summary = json.loads((out / "training.json").read_text())
+        print(
+            f"trained to step {summary['step']}/{summary['steps']} in {summary['train_seconds'] / 60:.1f} min, "
+            f"after {summary['render_seconds']:.0f} s rendering the bank ({(time.monotonic() - began) / 60:.1f} min "
+            f"in all); loss of the last steps {summary['loss']:.3f}; model in {out}"
+        )
+        print(_retrieval_report(out, args.device, args.eval_scenes))
+    return 0
+
+
+def _retrieval_report(model_dir: Path, device: str, n: int) -> str:
+    from ..clap import ClapScorer
+    from .scenes import scene_for
+
+    scorer = ClapScorer.from_pretrained(model_dir, device=resolve_device(device), batch_size=64)
+    r = retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(n)])
+    return (
+        f"retrieval on {r['n']} held-out scenes: text->audio {r['text_to_audio']:.1%}, "
+        f"audio->text {r['audio_to_text']:.1%} (chance {r['chance']:.1%}; counting same-content scenes "
+        f"{r['text_to_audio_content']:.1%} and {r['audio_to_text_content']:.1%}); mean cosine of matched "
+        f"pairs {r['matched_cosine']:.3f}, of mismatched pairs {r['mismatched_cosine']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

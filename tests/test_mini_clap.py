@@ -1,0 +1,112 @@
+"""nrt-mini's CLAP: the built model loads in the scorer, features match it, training learns and resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nrt.clap import ClapScorer
+from nrt.mini import clap as mini_clap
+from nrt.mini.scenes import SAMPLE_RATE, caption_corpus, caption_vocabulary, scene_for
+from nrt.mini.training import CHECKPOINT, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mini_clap.build_clap(tmp_path_factory.mktemp("mini-clap"))
+
+
+@pytest.fixture(scope="module")
+def scorer(clap_dir: Path) -> ClapScorer:
+    return ClapScorer.from_pretrained(clap_dir)
+
+
+def _waves(n: int) -> np.ndarray:
+    return np.stack([scene_for("heldout", i).render(SAMPLE_RATE) for i in range(n)])
+
+
+def test_built_model_loads_in_the_scorer_and_scores(clap_dir: Path, scorer: ClapScorer) -> None:
+    size = sum(f.stat().st_size for f in clap_dir.iterdir())
+    assert size <= 8e6, f"{size / 1e6:.1f} MB on disk"
+    params = sum(p.numel() for p in scorer.model.parameters())
+    assert 1e6 <= params <= 3e6
+    assert scorer.model.dtype == torch.float32  # stored as float16, loaded as float32
+    assert (scorer.sample_rate, scorer.window_samples) == (16_000, 48_000)
+    waves = list(_waves(3))
+    scores = scorer.score(waves[1:], SAMPLE_RATE, waves[0], SAMPLE_RATE, scene_for("heldout", 0).caption())
+    assert np.isfinite(scores.text).all() and np.isfinite(scores.audio).all()
+    # Clips must not all collapse onto one embedding before training.
+    audio = scorer.embed_audio(waves, SAMPLE_RATE)
+    assert (audio @ audio.T).min() < 0.999
+
+
+def test_tokenizer_knows_every_caption_word(scorer: ClapScorer) -> None:
+    tok = scorer.tokenizer
+    words = caption_vocabulary()
+    for text in [" ".join(words), *caption_corpus(200)]:
+        assert tok.unk_token_id not in tok(text)["input_ids"], text
+    # Frequent words are whole tokens (plus <s> and </s>).
+    assert all(len(tok(" " + w, add_special_tokens=False)["input_ids"]) <= 3 for w in words)
+
+
+def test_featurize_equals_the_scorers_features(scorer: ClapScorer) -> None:
+    waves = _waves(4)
+    ours = pickle.loads(pickle.dumps(mini_clap.featurizer(scorer.feature_extractor)))(waves)
+    theirs = scorer.features(list(waves))["input_features"].numpy()
+    assert ours.dtype == np.float16 and ours.shape == theirs.shape == (4, 1, 256, 64)
+    np.testing.assert_allclose(ours.astype(np.float32), theirs, rtol=1e-3, atol=1e-3)
+
+
+def test_training_lowers_the_heldout_loss(tmp_path: Path) -> None:
+    config = TrainConfig(steps=60, lr=1e-3, warmup=5, ema_decay=0.5, checkpoint_every=100)
+    out = mini_clap.train_clap(
+        tmp_path / "run", tmp_path / "out", bank_size=256, config=config, batch_size=8, device="cpu",
+        workers=1, progress=False,
+    )
+    base, tok, extractor = mini_clap.load_parts(tmp_path / "run" / "base")
+    trained, _, _ = mini_clap.load_parts(out)
+    batch = mini_clap.heldout_batch(extractor, tok, 16)
+    before, after = mini_clap.evaluate_loss(base, batch), mini_clap.evaluate_loss(trained, batch)
+    # Better than before, and better than any guess that ignores the inputs (log 16).
+    assert after < before - 0.15, (before, after)
+    assert after < math.log(16) - 0.1, (before, after)
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["step"] == 60 and summary["finished"]
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    def run(steps: int) -> dict:
+        config = TrainConfig(steps=steps, warmup=2, checkpoint_every=100)
+        mini_clap.train_clap(
+            tmp_path / "run", tmp_path / "out", bank_size=16, config=config, batch_size=4, device="cpu",
+            workers=1, progress=False,
+        )
+        return torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+
+    assert run(10)["step"] == 10
+    state = run(20)
+    assert state["step"] == 20 and len(state["losses"]) == 20
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_retrieval_accuracy_reports_rates_and_cosines(scorer: ClapScorer) -> None:
+    r = mini_clap.retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(4)])
+    assert r["n"] == 4 and r["chance"] == 0.25
+    for key in ("text_to_audio", "audio_to_text", "text_to_audio_content", "audio_to_text_content"):
+        assert 0 <= r[key] <= 1
+    assert r["text_to_audio_content"] >= r["text_to_audio"]
+    assert -1 <= r["mismatched_cosine"] <= 1 and -1 <= r["matched_cosine"] <= 1
+
+
+def test_smoke_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "clap"
+    assert mini_clap.main(["--smoke", "--device", "cpu", "--workers", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained to step 20/20" in printed and "retrieval on 16 held-out scenes" in printed
+    assert ClapScorer.from_pretrained(out).embed_text(["two beeps"]).isfinite().all()
