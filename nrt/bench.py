@@ -1,7 +1,8 @@
 """``nrt bench``: seconds per step of each stage, and the peak memory, on the chosen device.
 
 Stages: step 1 (embedding), step 2 full, step 2 LoRA, and one sampling step (guided, one
-output). With ``--unet tango`` the backbone's UNet is swapped for a TANGO-size UNet with
+output); then the wall time of one whole ``nrt edit`` (loading, the model's default fit and
+sampling, one output written) of a generated clip of ``--edit-seconds``. With ``--unet tango`` the backbone's UNet is swapped for a TANGO-size UNet with
 random weights (and random text states of TANGO's width), so a GPU can be sized without
 downloading TANGO.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import time
 from importlib import resources
@@ -113,3 +115,40 @@ def run_bench(args: argparse.Namespace) -> Iterator[str]:
         peak = _peak_bytes(device) / 2**30
         where = "GPU" if device.type == "cuda" else "process RSS"
         yield f"{name:<30} {seconds:8.4f} s/step   peak {peak:6.2f} GiB ({where})"
+    if args.edit_seconds and args.unet == "model":
+        del backbone
+        seconds = time_edit(args.model, str(device), args.dtype, args.edit_seconds)
+        yield f"{'nrt edit, ' + format(args.edit_seconds, 'g') + ' s clip':<30} {seconds:8.1f} s in all (default fit, 1 output)"
+
+
+def time_edit(model: str, device: str, dtype: str, seconds: float) -> float:
+    """Wall seconds of ``nrt edit`` on a generated scene of ``seconds``, everything at its defaults."""
+    import tempfile
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from .cli import main as nrt_main
+    from .errors import NrtError
+    from .mini.scenes import SAMPLE_RATE, scene_for
+
+    if not 0.5 <= seconds <= 60:
+        raise InputError(f"--edit-seconds must lie in 0.5-60 (or 0 to skip), got {seconds}")
+    scene = scene_for("heldout", 0, duration=seconds)
+    with tempfile.TemporaryDirectory(prefix="nrt-bench-") as tmp:
+        clip = Path(tmp) / "clip.wav"
+        sf.write(clip, scene.render(SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+        argv = ["edit", str(clip), f"{scene.caption()}, then a church bell rings", "--model", model,
+                "--device", device, "--dtype", dtype, "--quiet", "-o", str(Path(tmp) / "edit.wav")]
+        quiet = logging.getLogger("nrt")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # the edit's own log lines would bury the numbers
+        try:
+            start = time.perf_counter()
+            code = nrt_main(argv)
+            elapsed = time.perf_counter() - start
+        finally:
+            quiet.setLevel(level)
+    if code != 0:
+        raise NrtError(f"the timed `nrt edit` failed (exit code {code})")
+    return elapsed

@@ -16,6 +16,9 @@ encoders, cheap to hold beside a backbone in every sweep worker.
 the stronger general-audio model: pass it by name where retrieval quality matters more than
 comparability. ``"tiny"`` (:data:`TINY_MODEL`) is a random, tiny model built locally
 (:func:`build_tiny_clap`) for tests and offline smoke runs; its scores mean nothing.
+``"mini"`` (:data:`MINI_MODEL`) is nrt-mini's CLAP, trained by nrt on its generated scenes and
+shipped in the package: the default scorer of the default backbone, meaningful only for the
+sounds and words of those scenes.
 
 Determinism. transformers' ``ClapFeatureExtractor`` crops a clip longer than its window
 (10 s for LAION) at a random place drawn from the global numpy generator (``rand_trunc``), and
@@ -72,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 TINY_MODEL = "tiny"
+MINI_MODEL = "mini"  # nrt-mini's own CLAP, shipped in the package (nrt/mini/MODEL_CARD.md)
 TINY_VERSION = 1
 TEXT_MAX_TOKENS = 77  # LAION CLAP's own text length (its tokenizer files say 512)
 MIN_TOKENIZER_SIZE = 100
@@ -445,6 +449,12 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     name = str(name_or_path)
     if name == TINY_MODEL:
         return _tiny_in_cache()
+    if name == MINI_MODEL:
+        from nrt.mini.model import CLAP_DIR
+
+        if not (CLAP_DIR / "config.json").is_file():
+            raise _not_found(name, f"is missing from {CLAP_DIR}; reinstall nrt")
+        return CLAP_DIR
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -597,6 +607,7 @@ def build_tiny_clap(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "MINI_MODEL",
     "TINY_MODEL",
     "ClapScorer",
     "ClapScoreBatch",

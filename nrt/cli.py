@@ -35,7 +35,7 @@ def _defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 # -- shared option groups ---------------------------------------------------------------------
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="tiny", help="hub id, local directory, or built-in name (see `nrt models`)")
+    g.add_argument("--model", default="mini", help="hub id, local directory, or built-in name (see `nrt models`)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="UNet precision")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -53,24 +53,34 @@ def _add_input(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
-    """The fit flags; ``one_method=False`` (eval fits both methods) gives each method its rate."""
+    """The fit flags; ``one_method=False`` (eval fits both methods) gives each method its rate.
+
+    Flags left out take the model's defaults (:func:`nrt.defaults.model_defaults`).
+    """
+    from .defaults import MINI_FIT, MINI_TUNE_LR
     from .fit import DEFAULT_TUNE_LR, FitConfig
 
     d = FitConfig()
+
+    def by_model(name: str) -> str:
+        return f"(default: {MINI_FIT[name]:g} for mini, {getattr(d, name):g} otherwise)"
+
+    def lr_help(method: str) -> str:
+        return f"{MINI_TUNE_LR[method]:g} for mini, {DEFAULT_TUNE_LR[method]:g} otherwise"
+
     g = p.add_argument_group("fit (steps 1 and 2)")
     if one_method:
         g.add_argument("--method", choices=["full", "lora"], default=d.method, help="step 2: full fine-tune or LoRA")
-    g.add_argument("--embed-steps", type=int, default=d.embed_steps, help="step 1 steps")
-    g.add_argument("--embed-lr", type=float, default=d.embed_lr, help="step 1 learning rate")
-    g.add_argument("--tune-steps", type=int, default=d.tune_steps, help="step 2 steps")
+    g.add_argument("--embed-steps", type=int, default=None, help=f"step 1 steps {by_model('embed_steps')}")
+    g.add_argument("--embed-lr", type=float, default=None, help=f"step 1 learning rate {by_model('embed_lr')}")
+    g.add_argument("--tune-steps", type=int, default=None, help=f"step 2 steps {by_model('tune_steps')}")
     if one_method:
         g.add_argument("--tune-lr", type=float, default=None,
-                       help=f"step 2 learning rate (default {DEFAULT_TUNE_LR['full']:g} full, "
-                            f"{DEFAULT_TUNE_LR['lora']:g} LoRA)")
+                       help=f"step 2 learning rate (default: full {lr_help('full')}; LoRA {lr_help('lora')})")
     else:
         for method in ("full", "lora"):
             g.add_argument(f"--{method}-tune-lr", type=float, default=None,
-                           help=f"step 2 learning rate of {method} (default {DEFAULT_TUNE_LR[method]:g})")
+                           help=f"step 2 learning rate of {method} (default: {lr_help(method)})")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
@@ -136,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", choices=["model", "tango"], default="model",
                    help="'tango': swap in a TANGO-size UNet with random weights")
     p.add_argument("--gradient-checkpointing", action="store_true", help="in the step 2 stages")
+    p.add_argument("--edit-seconds", type=float, default=5.0,
+                   help="also time one whole `nrt edit` (the model's default fit, one output) of a generated "
+                        "clip this long; 0 skips it")
 
     p = _defaults(sub.add_parser("score", help="CLAP text, audio and sum, and onset F1, of one edit"))
     _add_score(p)
@@ -146,14 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_score(p: argparse.ArgumentParser) -> None:
-    from .clap import DEFAULT_MODEL
+    from .clap import DEFAULT_MODEL, MINI_MODEL
     from .scoring import DEFAULT_ONSET_TOLERANCE
 
     p.add_argument("input", help="the input as given (the reference of Audio CLAP and of the onsets)")
     p.add_argument("edit", help="the edited audio")
     p.add_argument("prompt", help="target prompt (the text of Text CLAP)")
-    p.add_argument("--clap", default=DEFAULT_MODEL,
-                   help="CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, or 'tiny' (tests only)")
+    p.add_argument("--clap", default=MINI_MODEL,
+                   help=f"CLAP: hub id or directory of a ClapModel (e.g. {DEFAULT_MODEL}), a laion-clap .pt file, "
+                        "'mini' (nrt-mini's, for its generated scenes) or 'tiny' (tests only)")
     p.add_argument("--band-limit", type=int, default=None, metavar="RATE",
                    help="pass both through this sample rate first (e.g. 16000: the backbone's band; None: full band)")
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
@@ -175,8 +189,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etas", type=float, nargs="+", default=list(DEFAULT_ETAS), help="η grid of full and lora")
     p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS), help="SDEdit strength grid")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds; every output once per seed")
-    p.add_argument("--clap", default=DEFAULT_MODEL,
-                   help="CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, or 'tiny' (tests only)")
+    p.add_argument("--clap", default=None,
+                   help=f"CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, 'mini' or 'tiny' "
+                        f"(default: mini for --model mini, tiny for the toy models, else {DEFAULT_MODEL})")
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N clips only")
     p.add_argument("--fixed-eta-holdout", default=None, metavar="RESULTS",
@@ -211,11 +226,17 @@ def _load_backbone(args: argparse.Namespace):
 
 
 def _fit_config(args: argparse.Namespace):
+    from .defaults import model_defaults
     from .fit import FitConfig
 
+    d, base = model_defaults(args.model), FitConfig()
+    tune_lr = args.tune_lr if args.tune_lr is not None else d.tune_lr.get(args.method)
     return FitConfig(
-        method=args.method, embed_steps=args.embed_steps, embed_lr=args.embed_lr,
-        tune_steps=args.tune_steps, tune_lr=args.tune_lr, lora_rank=args.lora_rank,
+        method=args.method,
+        embed_steps=d.fit_value("embed_steps", args.embed_steps, base.embed_steps),
+        embed_lr=d.fit_value("embed_lr", args.embed_lr, base.embed_lr),
+        tune_steps=d.fit_value("tune_steps", args.tune_steps, base.tune_steps),
+        tune_lr=tune_lr, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
         seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing,
     )
@@ -430,6 +451,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .defaults import model_defaults
     from .evaluate import EvalConfig, load_clips, run_eval
     from .manifest import read_manifest
     from .sample import SampleConfig
@@ -438,10 +460,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     args.method, args.tune_lr = "lora", None  # each fitted method gets its own copy of these
+    defaults = model_defaults(args.model)
     config = EvalConfig(
         methods=tuple(args.methods), etas=tuple(args.etas), strengths=tuple(args.strengths), seeds=tuple(args.seeds),
-        model=args.model, device=args.device, dtype=args.dtype, clap=args.clap, fit=_fit_config(args),
-        full_tune_lr=args.full_tune_lr, lora_tune_lr=args.lora_tune_lr,
+        model=args.model, device=args.device, dtype=args.dtype, clap=args.clap or defaults.clap, fit=_fit_config(args),
+        full_tune_lr=args.full_tune_lr if args.full_tune_lr is not None else defaults.tune_lr.get("full"),
+        lora_tune_lr=args.lora_tune_lr if args.lora_tune_lr is not None else defaults.tune_lr.get("lora"),
         sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler),
         onset_tolerance=args.onset_tolerance, max_seconds=args.max_seconds,
         fixed_eta_holdout=args.fixed_eta_holdout, figure_clip=args.figure_clip,

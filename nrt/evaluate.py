@@ -44,7 +44,6 @@ from tqdm.auto import tqdm
 from . import __version__
 from .audio import AudioClip, load_audio, write_audio
 from .bundle import load_bundle, read_meta, samples_sha256, save_bundle
-from .clap import DEFAULT_MODEL
 from .edit import check_etas, generate, latent_weight, prepare_input, text_to_audio
 from .errors import BundleError, InputError
 from .fit import FitConfig, fit
@@ -73,10 +72,10 @@ class EvalConfig:
     etas: tuple[float, ...] = field(default=DEFAULT_ETAS, metadata={"help": "η grid of the fitted methods"})
     strengths: tuple[float, ...] = field(default=DEFAULT_STRENGTHS, metadata={"help": "SDEdit strength grid"})
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "sampling seeds of every output"})
-    model: str = field(default="tiny", metadata={"help": "backbone: hub id, directory or built-in name"})
+    model: str = field(default="mini", metadata={"help": "backbone: hub id, directory or built-in name"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     dtype: str = field(default="fp32", metadata={"help": "UNet precision"})
-    clap: str = field(default=DEFAULT_MODEL, metadata={"help": "CLAP model: hub id, directory, .pt or 'tiny'"})
+    clap: str = field(default="mini", metadata={"help": "CLAP model: hub id, directory, .pt, 'mini' or 'tiny'"})
     fit: FitConfig = field(default_factory=FitConfig, metadata={"help": "steps 1 and 2"})
     full_tune_lr: float | None = field(default=None, metadata={"help": "step 2 rate of 'full' (None: its default)"})
     lora_tune_lr: float | None = field(default=None, metadata={"help": "step 2 rate of 'lora' (None: its default)"})

@@ -51,6 +51,11 @@ def load_scorer(
 def describe_clap(name: str | os.PathLike) -> str:
     """The sentence to show next to CLAP numbers, saying what they can be compared with."""
     table1 = "the paper's Table 1 used Microsoft's CLAP"
+    if str(name) == "mini":
+        return (
+            "CLAP: nrt-mini's own small CLAP, trained on nrt's generated scenes; it knows only their "
+            f"sounds and words, and its scores are not comparable with LAION CLAP's or with Table 1 ({table1})."
+        )
     if str(name) == "tiny":
         return (
             "CLAP: the built-in tiny model with random weights, for tests; its scores mean nothing "

@@ -1,6 +1,6 @@
 """The nrt HTTP service, for Ray Serve.
 
-    serve run serve.app:app                                  # storage ./sweep-results, tiny model
+    serve run serve.app:app                                  # storage ./sweep-results, nrt-mini
     serve run serve.app:app storage=s3://bucket/nrt model=declare-lab/tango
     serve deploy serve/config.yaml                           # on a cluster
 

@@ -4,7 +4,7 @@ For every clip of a manifest: fit once per fit setting (a task with a whole GPU)
 η, diffusion steps and guidance with Optuna under Ray Tune (trials on fractional GPUs), each
 trial scored by the CLAP sum; the best lands in the registry of the storage root.
 
-    python tune/sweep.py                              # the example clips, tiny model, local Ray
+    python tune/sweep.py                              # the example clips, nrt-mini, local Ray
     python tune/sweep.py --manifest clips.csv --model declare-lab/tango --clap laion/clap-htsat-unfused \\
         --storage s3://bucket/nrt --optuna-storage postgresql://… --trials 32 --device cuda
     python tune/sweep.py … --resume                   # after an interruption
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
 from nrt.cli import NOISY_LOGGERS, run_command
+from nrt.defaults import model_defaults
 from nrt.errors import InputError
 from nrt.fit import FitConfig
 
@@ -56,16 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", nargs="+", default=None, metavar="V", help="guidance scale: value, LOW:HIGH or values")
     g.add_argument("--scheduler", nargs="+", default=["ddpm"], choices=["ddpm", "ddim"], help="sampler(s)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed of every trial, and the searcher's")
-    g.add_argument("--clap", default=None, help=f"CLAP model of the scores (default: tiny for --model tiny, else {DEFAULT_CLAP})")
+    g.add_argument("--clap", default=None,
+                   help=f"CLAP model of the scores (default: mini for --model mini, tiny for the toy models, else {DEFAULT_CLAP})")
     g.add_argument("--smoke-test", action="store_true", help="a few steps and two trials per clip: seconds, for CI")
 
     g = p.add_argument_group("fit (steps 1 and 2); several values make a grid, each point fitted once")
     g.add_argument("--method", nargs="+", choices=["full", "lora"], default=[d.method], help="full fine-tune and/or LoRA")
     g.add_argument("--embed-steps", type=int, nargs="+", default=None, help="step 1 steps (default by model)")
-    g.add_argument("--embed-lr", type=float, nargs="+", default=[d.embed_lr], help="step 1 learning rate")
+    g.add_argument("--embed-lr", type=float, nargs="+", default=[None], help="step 1 learning rate (default by model)")
     g.add_argument("--tune-steps", type=int, nargs="+", default=None, help="step 2 steps (default by model)")
     g.add_argument("--tune-lr", type=float, nargs="+", default=[None],
-                   help="step 2 learning rate (default 1e-6 full, 3e-4 LoRA)")
+                   help="step 2 learning rate (default by model and method: see `nrt edit --help`)")
     g.add_argument("--lora-rank", type=int, nargs="+", default=[d.lora_rank], help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fit-seed", type=int, default=d.seed, help="seed of the fit's random draws")
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="tiny", help="hub id, local directory, or built-in name (see `nrt models`)")
+    g.add_argument("--model", default="mini", help="hub id, local directory, or built-in name (see `nrt models`)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: GPUs where the cluster has them; cuda: ask for GPUs (an autoscaler then adds them)")
     g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="backbone precision")
@@ -97,19 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
 def sweep_config(args: argparse.Namespace):
     from nrt.sweep import PRESETS, SEARCHED, Resources, SweepConfig, preset_fits, preset_space
 
-    preset = PRESETS["smoke" if args.smoke_test else "tiny" if args.model == "tiny" else "model"]
+    defaults = model_defaults(args.model)
+    preset = PRESETS["smoke" if args.smoke_test else defaults.preset]
     chosen = {name: getattr(args, name) for name in ("embed_steps", "tune_steps", "trials", *SEARCHED)}
     preset = {**preset, **{name: value for name, value in chosen.items() if value is not None}}
     base = FitConfig(lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
                      seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing)
     grid = {"method": args.method, "embed_lr": args.embed_lr, "tune_lr": args.tune_lr, "lora_rank": args.lora_rank}
-    fits = preset_fits(preset, base, grid)
+    fits = preset_fits(preset, base, grid, args.model)
     space = preset_space(preset)
     resources = Resources(fit_cpus=args.fit_cpus, trial_cpus=args.trial_cpus, trial_gpus=args.trial_gpus)
     return SweepConfig(
         storage=args.storage, model=args.model, device=args.device, dtype=args.dtype, fits=tuple(fits), space=space,
         seed=args.seed, trials=preset["trials"], concurrent_trials=args.concurrent_trials,
-        clap=args.clap or ("tiny" if args.model == "tiny" else DEFAULT_CLAP), optuna_storage=args.optuna_storage,
+        clap=args.clap or defaults.clap, optuna_storage=args.optuna_storage,
         max_retries=args.max_retries, max_clips=args.max_clips, resources=resources, resume=args.resume,
     )
 

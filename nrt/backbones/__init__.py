@@ -13,6 +13,8 @@ from .base import Backbone, BackboneInfo, Condition, Loudness, interpolate
 logger = logging.getLogger(__name__)
 
 BUILTIN = {
+    "mini": "nrt-mini (the default): a 9 M-parameter text-to-audio model trained by nrt on generated sound "
+            "scenes, shipped in the package; real edits on a CPU, in its own small sound world (nrt/mini/MODEL_CARD.md)",
     "tiny": "TANGO's architecture at toy size, random weights; written to the cache on first use (no download)",
     "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use",
 }
@@ -54,7 +56,7 @@ def _is_diffusers_layout(path: Path) -> bool:
 
 
 def load_backbone(
-    model: str | Path = "tiny",
+    model: str | Path = "mini",
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype = "fp32",
     revision: str | None = None,
@@ -63,7 +65,13 @@ def load_backbone(
     torch_dtype = parse_dtype(dtype)
     target = resolve_device(device)
     name = str(model)
-    if name == "tiny":
+    if name == "mini":
+        from ..mini.model import mini_dir
+        from .tango import load_tango
+
+        backbone = load_tango(mini_dir())
+        backbone.info.model_id = "mini"
+    elif name == "tiny":
         from .tango import load_tango
         from .tiny import ensure_tiny
 

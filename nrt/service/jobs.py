@@ -29,6 +29,7 @@ import ray
 
 from ..audio import load_audio
 from ..bundle import EDIT_TYPES
+from ..defaults import model_defaults
 from ..errors import InputError
 from ..fit import FitConfig
 from ..manifest import ManifestRow, validate_clip_id
@@ -149,9 +150,9 @@ def accept_upload(settings: ServiceSettings, storage: Storage, data: bytes, file
 
 def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
     """How an upload is fitted and searched: the sweep's preset for the model, on this storage."""
-    name = settings.job_preset if settings.job_preset != "auto" else ("tiny" if settings.model == "tiny" else "model")
+    name = settings.job_preset if settings.job_preset != "auto" else model_defaults(settings.model).preset
     preset = PRESETS[name]
-    fits = tuple(preset_fits(preset, FitConfig()))
+    fits = tuple(preset_fits(preset, FitConfig(), model=settings.model))
     device = "cpu" if settings.device == "cpu" else "cuda" if settings.device.startswith("cuda") else "auto"
     use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     config = SweepConfig(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
+from ..defaults import model_defaults
 from ..errors import InputError
 from ..manifest import MAX_PROMPT
 
@@ -25,12 +26,12 @@ class ServiceSettings:
 
     storage: str = field(default="sweep-results",
         metadata={"help": "storage root: local directory, s3:// or gs:// URI"})
-    model: str = field(default="tiny", metadata={"help": "backbone: hub id, local directory or built-in name"})
+    model: str = field(default="mini", metadata={"help": "backbone: hub id, local directory or built-in name"})
     device: str = field(default="auto",
         metadata={"help": "where editor replicas run the model: auto, cpu, cuda, cuda:N"})
     dtype: str = field(default="fp32", metadata={"help": "backbone precision: fp32, bf16, fp16"})
     clap: str | None = field(default=None,
-        metadata={"help": f"CLAP model of `scores` (default: tiny for the tiny model, else {DEFAULT_CLAP})"})
+        metadata={"help": f"CLAP model of `scores` (default: mini for the mini model, tiny for the toy models, else {DEFAULT_CLAP})"})
 
     api_token: str | None = field(default=None,
         metadata={"help": "bearer token every endpoint but /healthz requires (none: open)"})
@@ -56,7 +57,7 @@ class ServiceSettings:
 
     max_jobs: int = field(default=8, metadata={"help": "uploads fitted at once; more get 503"})
     job_preset: str = field(default="auto",
-        metadata={"help": "fit and search budget of uploads: auto, tiny, model or smoke"})
+        metadata={"help": "fit and search budget of uploads: auto (by model), mini, tiny, model or smoke"})
     job_trials: int | None = field(default=None,
         metadata={"help": "search trials of an upload (default: the preset's)"})
     job_fit_cpus: float = field(default=1.0, metadata={"help": "CPUs of an upload's fit task"})
@@ -69,7 +70,7 @@ class ServiceSettings:
         if not self.storage:
             raise InputError("storage is empty: give a directory, s3://bucket/prefix or gs://bucket/prefix")
         if self.clap is None:
-            self.clap = "tiny" if self.model == "tiny" else DEFAULT_CLAP
+            self.clap = model_defaults(self.model).clap
         if self.api_token is not None and not self.api_token.strip():
             self.api_token = None
         if self.host is None:
@@ -98,8 +99,8 @@ class ServiceSettings:
                     raise ValueError
             except ValueError:
                 raise InputError(f"editor_gpus must be auto or a number >= 0, got {self.editor_gpus!r}") from None
-        if self.job_preset not in ("auto", "tiny", "model", "smoke"):
-            raise InputError(f"job_preset must be auto, tiny, model or smoke, got {self.job_preset!r}")
+        if self.job_preset not in ("auto", "mini", "tiny", "model", "smoke"):
+            raise InputError(f"job_preset must be auto, mini, tiny, model or smoke, got {self.job_preset!r}")
         if self.job_trials is not None and self.job_trials < 1:
             raise InputError(f"job_trials must be >= 1, got {self.job_trials}")
 

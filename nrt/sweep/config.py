@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..defaults import MINI_FIT, model_defaults
 from ..edit import check_etas
 from ..errors import InputError
 from ..fit import FitConfig
@@ -166,7 +167,7 @@ class SweepConfig:
     """Everything a sweep needs besides its clips. Checked on construction."""
 
     storage: str = field(default="sweep-results", metadata={"help": "local directory, s3:// or gs:// URI"})
-    model: str = field(default="tiny", metadata={"help": "backbone: hub id, directory or built-in name"})
+    model: str = field(default="mini", metadata={"help": "backbone: hub id, directory or built-in name"})
     device: str = field(default="auto", metadata={"help": "where workers run the model: auto, cpu or cuda"})
     dtype: str = field(default="fp32", metadata={"help": "backbone precision"})
     fits: tuple[FitConfig, ...] = field(default=(FitConfig(),), metadata={"help": "the distinct fit settings"})
@@ -174,7 +175,7 @@ class SweepConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed of every trial, and the searcher's"})
     trials: int = field(default=16, metadata={"help": "trials per clip and fit setting"})
     concurrent_trials: int = field(default=2, metadata={"help": "trials of one clip and setting at once"})
-    clap: str = field(default="tiny", metadata={"help": "CLAP model that scores the trials"})
+    clap: str = field(default="mini", metadata={"help": "CLAP model that scores the trials"})
     optuna_storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL of Optuna's studies"})
     max_retries: int = field(default=2, metadata={"help": "retries of a fit or trial that raised"})
     max_clips: int | None = field(default=None, metadata={"help": "clips in flight at once (None: by cluster size)"})
@@ -217,11 +218,14 @@ def default_space() -> dict[str, Param]:
     }
 
 
-# Defaults of the command line by situation: the paper's settings for a real backbone; a few
-# minutes in all for the built-in tiny one on a laptop; seconds for --smoke-test (CI).
+# Defaults of the command line by situation: the paper's settings for a real backbone; nrt-mini's
+# measured fit (nrt.defaults) and a short search, a few minutes on a laptop; the random tiny
+# model's even shorter; seconds for --smoke-test (CI).
 PRESETS: dict[str, dict[str, Any]] = {
     "model": {"embed_steps": [500], "tune_steps": [1500], "eta": ["0:1"], "steps": ["50:200"],
               "guidance": ["1:6"], "trials": 24},
+    "mini": {"embed_steps": [MINI_FIT["embed_steps"]], "tune_steps": [MINI_FIT["tune_steps"]], "eta": ["0:1"],
+             "steps": ["25:100"], "guidance": ["1:6"], "trials": 6},
     "tiny": {"embed_steps": [20], "tune_steps": [40], "eta": ["0:1"], "steps": ["10:40"],
              "guidance": ["1:6"], "trials": 6},
     "smoke": {"embed_steps": [3], "tune_steps": [3], "eta": ["0:1"], "steps": ["3"],
@@ -234,9 +238,23 @@ def preset_space(preset: dict[str, Any], chosen: dict[str, Any] | None = None) -
     return {n: parse_param(n, values[n]) for n in SEARCHED if n in values}
 
 
-def preset_fits(preset: dict[str, Any], base: FitConfig, grid: dict[str, Sequence[Any]] | None = None) -> list[FitConfig]:
-    """The fit grid of a preset (its embedding and UNet steps), with more values from ``grid``."""
-    return fit_grid(base, {"embed_steps": preset["embed_steps"], "tune_steps": preset["tune_steps"], **(grid or {})})
+def preset_fits(
+    preset: dict[str, Any], base: FitConfig, grid: dict[str, Sequence[Any]] | None = None, model: str | None = None
+) -> list[FitConfig]:
+    """The fit grid of a preset (its embedding and UNet steps), with more values from ``grid``.
+
+    A learning rate left as None takes ``model``'s default (:func:`nrt.defaults.model_defaults`).
+    """
+    fits = fit_grid(base, {"embed_steps": preset["embed_steps"], "tune_steps": preset["tune_steps"], **(grid or {})})
+    defaults = model_defaults(model)
+    return fit_grid(base, {}) if not fits else [
+        replace(
+            f,
+            embed_lr=f.embed_lr if f.embed_lr is not None else defaults.fit.get("embed_lr", FitConfig.embed_lr),
+            tune_lr=f.tune_lr if f.tune_lr is not None else defaults.tune_lr.get(f.method),
+        )
+        for f in fits
+    ]
 
 
 __all__ = ["METRIC", "PRESETS", "SEARCHED", "preset_fits", "preset_space", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",

@@ -1,0 +1,51 @@
+"""What nrt uses where a setting is not given: the default model, and defaults by model.
+
+The default backbone is nrt-mini (``"mini"``): trained by the project on generated scenes,
+shipped in the package, fast enough to fit and sample on a laptop CPU. Its fit settings were
+measured on held-out edits (``benchmarks/mini_fit_defaults.py``, nrt/mini/MODEL_CARD.md);
+a real backbone keeps the paper's. The CLI, the sweep, ``nrt eval`` and the service all ask
+:func:`model_defaults`, so one table decides them everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .clap import DEFAULT_MODEL as DEFAULT_CLAP
+
+DEFAULT_BACKBONE = "mini"
+TOY_MODELS = ("tiny", "tiny-audioldm")
+
+# nrt-mini's fit: see nrt/mini/MODEL_CARD.md for the measurement behind each number
+MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})
+MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 1e-3})
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The defaults that depend on the backbone."""
+
+    clap: str = field(metadata={"help": "CLAP that scores this model's edits"})
+    preset: str = field(metadata={"help": "the sweep preset (nrt.sweep.PRESETS)"})
+    fit: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "FitConfig fields"})
+    tune_lr: Mapping[str, float] = field(default_factory=dict, metadata={"help": "step 2 rate by method"})
+
+    def fit_value(self, name: str, given: Any, fallback: Any) -> Any:
+        """``given`` if set, else this model's default, else ``fallback`` (FitConfig's)."""
+        if given is not None:
+            return given
+        return self.fit.get(name, fallback)
+
+
+def model_defaults(model: str | None) -> ModelDefaults:
+    name = str(model or DEFAULT_BACKBONE)
+    if name == "mini":
+        return ModelDefaults(clap="mini", preset="mini", fit=MINI_FIT, tune_lr=MINI_TUNE_LR)
+    if name in TOY_MODELS:
+        return ModelDefaults(clap="tiny", preset="tiny")
+    return ModelDefaults(clap=DEFAULT_CLAP, preset="model")
+
+
+__all__ = ["DEFAULT_BACKBONE", "MINI_FIT", "MINI_TUNE_LR", "ModelDefaults", "model_defaults"]
