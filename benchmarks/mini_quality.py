@@ -1,0 +1,210 @@
+"""nrt-mini's quality, measured on held-out scenes: its CLAP, its generation, its edits.
+
+    python benchmarks/mini_quality.py                       # all three parts (about an hour on 2 cores)
+    python benchmarks/mini_quality.py --parts clap generation
+
+1. CLAP: top-1 retrieval between held-out scenes and their captions (a wording other than
+   the canonical one), against chance (1/N), and the cosine of matched against shuffled pairs.
+2. Generation follows captions: clips generated from held-out captions (DDIM, 50 steps,
+   guidance 3) are retrieved by their captions with nrt-mini's CLAP, against chance and
+   against real renders of the same scenes (the ceiling). Per event kind: the area under the
+   ROC curve of "does the clip hold this kind", scored by the cosine with the captions of that
+   kind alone ("a church bell", "a small bell"), for generated clips and for real renders.
+3. Editing, by the protocol of ``nrt eval``: held-out addition, style transfer and inpainting
+   cases (``nrt.mini.scenes.edit_cases``) written as a manifest, then ``nrt eval`` with the
+   mini model's default fit (full and LoRA) against SDEdit, with its reference rows
+   (the input, η = 0, plain text-to-audio); Text, Audio and Sum, and onset F1.
+
+Everything lands in ``--out`` (quality.json, quality.md, and the eval run); a rerun skips
+what is done (``nrt eval`` resumes on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from nrt.backbones import load_backbone
+from nrt.cli import main as nrt_main
+from nrt.mini.clap import retrieval_accuracy
+from nrt.mini.scenes import KINDS, SAMPLE_RATE, Event, Scene, edit_cases, scene_for
+from nrt.report import write_json, write_text
+from nrt.sample import SampleConfig, sample
+from nrt.scoring import load_scorer
+
+GENERATION = SampleConfig(steps=50, guidance=3.0, scheduler="ddim")
+PARTS = ("clap", "generation", "edits")
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a positive outscores a negative (ties count half); None without both."""
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def retrieval(text: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+    similarity = (text @ audio.T).double()
+    n = len(similarity)
+    off = ~torch.eye(n, dtype=torch.bool)
+    return {
+        "n": n,
+        "top1": float((similarity.argmax(dim=1) == torch.arange(n)).double().mean()),
+        "chance": 1 / n,
+        "matched_cosine": float(similarity.diagonal().mean()),
+        "shuffled_cosine": float(similarity[off].mean()),
+    }
+
+
+def kind_prompts(scorer) -> torch.Tensor:
+    """One text embedding per kind: the mean of its solo scenes' captions over its variants."""
+    rows = []
+    for kind, spec in KINDS.items():
+        captions = sorted({Scene(events=(Event(kind, 0.5, 1.0, 0.8, v),), background=None, seed=1).caption(0)
+                           for v in range(spec.n_variants)})
+        rows.append(torch.nn.functional.normalize(scorer.embed_text(captions).mean(dim=0), dim=0))
+    return torch.stack(rows)
+
+
+def kind_aucs(scorer, audio: torch.Tensor, scenes) -> dict[str, float | None]:
+    cosines = (audio @ kind_prompts(scorer).T).double().numpy()
+    return {
+        kind: auc(cosines[:, j], np.array([kind in s.kinds for s in scenes]))
+        for j, kind in enumerate(KINDS)
+    }
+
+
+def part_clap(scorer, n: int) -> dict:
+    return retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(n)])
+
+
+def part_generation(scorer, n: int, batch: int = 8) -> dict:
+    backbone = load_backbone("mini", device="cpu")
+    scenes = [scene_for("heldout", i) for i in range(n)]
+    captions = [s.caption(1) for s in scenes]
+    length = len(scenes[0].render(SAMPLE_RATE))
+    shape = backbone.latent_shape(length)
+    started = time.perf_counter()
+    waves = []
+    for start in range(0, n, batch):
+        chunk = captions[start : start + batch]
+        latents = sample(backbone, backbone.encode_text(chunk), shape, GENERATION,
+                         list(range(start, start + len(chunk))), progress=False)
+        waves.extend(backbone.decode(latents, length).numpy())
+    seconds = (time.perf_counter() - started) / n
+    text = scorer.embed_text(captions)
+    generated = scorer.embed_audio(waves, SAMPLE_RATE)
+    real = scorer.embed_audio([s.render(SAMPLE_RATE) for s in scenes], SAMPLE_RATE)
+    return {
+        "sampling": {"steps": GENERATION.steps, "guidance": GENERATION.guidance, "scheduler": GENERATION.scheduler},
+        "seconds_per_clip": seconds,
+        "generated": retrieval(text, generated),
+        "real": retrieval(text, real),
+        "kind_auc_generated": kind_aucs(scorer, generated, scenes),
+        "kind_auc_real": kind_aucs(scorer, real, scenes),
+    }
+
+
+def write_cases(root: Path, per_type: int) -> Path:
+    """The held-out edit cases as wavs and a manifest that ``nrt eval`` reads."""
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    lines = ["id,edit_type,audio,target_prompt,mask"]
+    for case in edit_cases(n_per_type=per_type):
+        path = audio / f"{case.id}.wav"
+        if not path.exists():
+            sf.write(path, case.source_audio(SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+        mask = f"{case.mask[0]:.2f}-{case.mask[1]:.2f}" if case.mask else ""
+        lines.append(f'{case.id},{case.edit_type},audio/{path.name},"{case.target_prompt}",{mask}')
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def part_edits(root: Path, per_type: int) -> dict:
+    manifest = write_cases(root / "cases", per_type)
+    run = root / "eval"
+    started = time.perf_counter()
+    code = nrt_main(["eval", str(manifest), "-o", str(run), "--model", "mini", "--clap", "mini",
+                     "--steps", str(GENERATION.steps), "--scheduler", GENERATION.scheduler, "--quiet"])
+    if code != 0:
+        raise SystemExit(f"nrt eval failed with exit code {code}")
+    return {"cases": 3 * per_type, "run": str(run), "minutes": (time.perf_counter() - started) / 60,
+            "table": (run / "table.md").read_text(encoding="utf-8")}
+
+
+def render(results: dict) -> str:
+    lines = ["# nrt-mini quality", ""]
+    if "clap" in results:
+        c = results["clap"]
+        lines += ["## CLAP retrieval (held-out scenes, non-canonical captions)", "",
+                  f"{c['n']} scenes: text→audio top-1 {c['text_to_audio']:.1%}, audio→text {c['audio_to_text']:.1%} "
+                  f"(chance {c['chance']:.1%}); counting same-content scenes {c['text_to_audio_content']:.1%} / "
+                  f"{c['audio_to_text_content']:.1%}; cosine matched {c['matched_cosine']:.3f}, "
+                  f"shuffled {c['mismatched_cosine']:.3f}.", ""]
+    if "generation" in results:
+        g = results["generation"]
+        gen, real = g["generated"], g["real"]
+        lines += ["## Generation follows captions", "",
+                  f"{gen['n']} held-out captions, {g['sampling']['steps']} {g['sampling']['scheduler'].upper()} "
+                  f"steps, guidance {g['sampling']['guidance']:g}, {g['seconds_per_clip']:.2f} s per clip here.", "",
+                  "| clips | top-1 retrieval by caption | chance | matched cosine | shuffled cosine |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| generated | {gen['top1']:.1%} | {gen['chance']:.1%} | {gen['matched_cosine']:.3f} | "
+                  f"{gen['shuffled_cosine']:.3f} |",
+                  f"| real renders | {real['top1']:.1%} | {real['chance']:.1%} | {real['matched_cosine']:.3f} | "
+                  f"{real['shuffled_cosine']:.3f} |", "",
+                  "Per kind, AUC of \"the clip holds this kind\" from the cosine with the kind's solo captions "
+                  "(0.5 = chance; — where the held-out clips never or always hold it):", "",
+                  "| kind | generated | real |", "| --- | --- | --- |"]
+        for kind in KINDS:
+            a, b = g["kind_auc_generated"][kind], g["kind_auc_real"][kind]
+            lines.append(f"| {kind} | {'—' if a is None else f'{a:.2f}'} | {'—' if b is None else f'{b:.2f}'} |")
+        lines.append("")
+    if "edits" in results:
+        e = results["edits"]
+        lines += [f"## Editing: {e['cases']} held-out cases, `nrt eval` protocol ({e['minutes']:.0f} min here)", "",
+                  e["table"], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mini_quality"), help="results folder")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--clap-scenes", type=int, default=200, help="held-out scenes of the CLAP retrieval")
+    parser.add_argument("--generate", type=int, default=48, help="held-out captions to generate from")
+    parser.add_argument("--cases", type=int, default=10, help="edit cases per edit type")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = args.out / "quality.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
+    scorer = load_scorer("mini", progress=False)
+    for part in args.parts:
+        print(f"measuring {part} ...", file=sys.stderr, flush=True)
+        if part == "clap":
+            results["clap"] = part_clap(scorer, args.clap_scenes)
+        elif part == "generation":
+            results["generation"] = part_generation(scorer, args.generate)
+        else:
+            results["edits"] = part_edits(args.out, args.cases)
+        write_json(saved, results)
+    report = render(results)
+    write_text(args.out / "quality.md", report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
