@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nrt.mini.train_t2a", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/t2a"), help="checkpoints; continued if present")
     parser.add_argument("--out", type=Path, default=T2A_DIR, help="where the trained model is written")
-    parser.add_argument("--steps", type=int, default=20_000, help="total optimiser steps")
+    parser.add_argument("--steps", type=int, default=None, help="total optimiser steps (default 20000; 6 with --smoke)")
     parser.add_argument("--minutes", type=float, default=None, help="stop (and checkpoint) after this long")
     parser.add_argument("--bank", type=int, default=40_000, help="train scenes rendered into memory")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.smoke:
-        args.bank, args.batch_size, args.steps = 32, 4, 6
+        args.bank, args.batch_size = 32, 4
+    args.steps = args.steps or (6 if args.smoke else 20_000)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
