@@ -413,7 +413,7 @@ def test_settings_come_from_arguments_then_the_environment():
                "NRT_ALLOW_UNAUTHENTICATED": "no"}
     settings = ServiceSettings.from_env({"max_upload_mb": "7", "max_queued_requests": 4}, environ=environ)
     assert settings.storage == "s3://bucket/nrt" and settings.max_upload_bytes == 7_000_000
-    assert settings.max_queued_requests == 4 and settings.host == "0.0.0.0" and settings.clap == "tiny"
+    assert settings.max_queued_requests == 4 and settings.host == "0.0.0.0" and settings.clap == "mini"
     assert "secret" not in repr(settings)
     assert ServiceSettings.from_env(environ={}).host == "127.0.0.1"
     for args, message in [({"max_upload_mb": "lots"}, "not a valid float"), ({"colour": "red"}, "unknown setting"),

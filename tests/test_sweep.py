@@ -19,7 +19,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from conftest import write_tone_clip
 
 from nrt.errors import InputError
-from nrt.fit import FitConfig
+from nrt.defaults import MINI_FIT, MINI_TUNE_LR
+from nrt.fit import DEFAULT_TUNE_LR, FitConfig
 from nrt.storage import Storage, bundle_rel, read_registry_entry
 
 ray = pytest.importorskip("ray")
@@ -311,11 +312,17 @@ def test_flags_become_the_fit_grid_and_the_search_space():
     assert {(f.method, f.tune_lr, f.lora_rank if f.method == "lora" else None) for f in config.fits} == {
         ("full", 1e-5, None), ("full", 2e-5, None), ("lora", 1e-5, 4), ("lora", 1e-5, 8), ("lora", 2e-5, 4),
         ("lora", 2e-5, 8)}
-    assert all(f.embed_steps == 7 and f.tune_steps == 40 for f in config.fits)  # 40: the tiny model's default
+    assert all(f.embed_steps == 7 and f.tune_steps == MINI_FIT["tune_steps"] for f in config.fits)  # mini's default
+    assert all(f.embed_lr == MINI_FIT["embed_lr"] for f in config.fits)
     assert config.space["eta"].kind == "range" and config.space["eta"].values == (0.3, 0.9)
     assert config.space["steps"].kind == "choice" and config.space["steps"].values == (20, 40)
     assert config.space["guidance"].fixed and config.param_space() == {"guidance": 3.0, "scheduler": "ddpm", "seed": 0}
-    assert config.trials == 5 and config.clap == "tiny" and config.storage == "somewhere"
+    assert config.trials == 5 and config.clap == "mini" and config.storage == "somewhere"
+    # a rate left out takes the model's default for its method
+    mini = script.sweep_config(script.build_parser().parse_args(["--method", "full", "lora"]))
+    assert {(f.method, f.tune_lr) for f in mini.fits} == {("full", MINI_TUNE_LR["full"]), ("lora", MINI_TUNE_LR["lora"])}
+    toy = script.sweep_config(script.build_parser().parse_args(["--model", "tiny"]))
+    assert toy.clap == "tiny" and toy.fits[0].resolved_tune_lr == DEFAULT_TUNE_LR["lora"] and toy.fits[0].tune_steps == 40
     assert set(config.searched) == {"eta", "steps"}
 
 
