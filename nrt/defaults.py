@@ -20,7 +20,7 @@ TOY_MODELS = ("tiny", "tiny-audioldm")
 
 # nrt-mini's fit: see nrt/mini/MODEL_CARD.md for the measurement behind each number
 MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})
-MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 1e-3})
+MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
 
 
 @dataclass(frozen=True)

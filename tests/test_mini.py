@@ -74,14 +74,14 @@ def test_generation_follows_held_out_captions(mini, clap):
 
 @pytest.mark.slow
 def test_a_short_fit_edits_toward_the_target(mini, clap, tmp_path):
-    case = edit_cases(n_per_type=1)[0]  # addition: one new event over the input's
+    case = edit_cases(n_per_type=2)[1]  # addition: an engine hum joins quick footsteps over a drone
     assert case.edit_type == "addition"
     path = tmp_path / "input.wav"
     sf.write(path, case.source_audio(), SAMPLE_RATE, subtype="PCM_16")
     clip = load_audio(path)
     prepared = prepare_input(mini, clip)
     defaults = model_defaults("mini")
-    config = FitConfig(method="lora", embed_steps=100, tune_steps=100, tune_lr=defaults.tune_lr["lora"])
+    config = FitConfig(method="lora", **defaults.fit, tune_lr=defaults.tune_lr["lora"])
     result = fit(mini, prepared.wave, case.target_prompt, config, progress=False)
     saved = save_bundle(tmp_path / "bundle", result, mini.info, clip, target_prompt=case.target_prompt,
                         edit_type="addition")
@@ -96,5 +96,6 @@ def test_a_short_fit_edits_toward_the_target(mini, clap, tmp_path):
     others = [scene_for("heldout", 100 + i).render(SAMPLE_RATE) for i in range(8)]
     embeds = clap.embed_audio(others, SAMPLE_RATE)
     unrelated = float((embeds @ embeds.T)[~torch.eye(8, dtype=torch.bool)].mean())
-    assert audio[1] > unrelated + 0.2, (audio, unrelated)
+    # MODEL_CARD.md: unrelated held-out scenes score about 0 with each other
+    assert audio[1] > unrelated + 0.3, (audio, unrelated)
     assert all(np.isfinite(o).all() for o in outputs)
