@@ -106,7 +106,8 @@ def test_help_names_every_option_and_default():
                  "--embed-steps", "--embed-lr", "--tune-steps", "--tune-lr", "--lora-rank", "--mask",
                  "--output", "--quiet"]:
         assert flag in text
-    assert "(default: 500)" in text and "(default: 1500)" in text and "(default: 200)" in text
+    assert "(default: 200 for mini, 500 otherwise)" in text and "(default: 200 for mini, 1500 otherwise)" in text
+    assert "(default: 200)" in text  # sampling steps
 
 
 def test_models_and_bench(capsys, tiny_dir):
@@ -125,3 +126,22 @@ def test_console_script_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "bundle.json" in result.stderr
+
+
+def test_fit_flags_left_out_take_the_models_defaults():
+    from nrt.cli import _fit_config
+    from nrt.defaults import MINI_FIT, MINI_TUNE_LR
+    from nrt.fit import FitConfig
+
+    parse = build_parser().parse_args
+    mini = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav"]))
+    assert (mini.embed_steps, mini.embed_lr, mini.tune_steps) == (
+        MINI_FIT["embed_steps"], MINI_FIT["embed_lr"], MINI_FIT["tune_steps"])
+    assert mini.resolved_tune_lr == MINI_TUNE_LR["lora"]
+    full = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--method", "full"]))
+    assert full.resolved_tune_lr == MINI_TUNE_LR["full"]
+    paper = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--model", "declare-lab/tango"]))
+    d = FitConfig()
+    assert (paper.embed_steps, paper.tune_steps, paper.resolved_tune_lr) == (d.embed_steps, d.tune_steps, 3e-4)
+    given = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--embed-steps", "7", "--tune-lr", "1e-5"]))
+    assert given.embed_steps == 7 and given.tune_lr == 1e-5 and given.tune_steps == MINI_FIT["tune_steps"]
