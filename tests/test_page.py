@@ -80,7 +80,8 @@ def storage(tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(storage):
     with running_service({
-        "storage": storage.root, "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "1",
+        "storage": storage.root, "model": "tiny", "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke",
+        "job_trials": "1",
         "job_fit_cpus": "0.5", "job_trial_cpus": "0.5", "editor_cpus": "0.5",
     }) as url:
         yield url

@@ -48,7 +48,8 @@ def storage(fitted, tmp_path_factory):
 def service(storage):
     """The service with a token, small queues and a smoke budget for uploads; a session with the token."""
     settings = {
-        "storage": storage.root, "api_token": TOKEN, "max_queued_requests": "2", "max_clips_per_replica": "1",
+        "storage": storage.root, "model": "tiny", "api_token": TOKEN, "max_queued_requests": "2",
+        "max_clips_per_replica": "1",
         "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "2", "job_fit_cpus": "0.5",
         "job_trial_cpus": "0.5", "editor_cpus": "0.5",
     }
@@ -354,7 +355,7 @@ def test_the_editor_makes_the_edit_generate_makes_and_leaves_the_base_unet_bare(
     from nrt.service.settings import ServiceSettings
 
     storage = Storage(tmp_path / "root")
-    core = EditorCore(ServiceSettings(storage=storage.root), device="cpu")
+    core = EditorCore(ServiceSettings(storage=storage.root, model="tiny"), device="cpu")
     clip = load_audio(fitted / "input.flac", min_seconds=0)
     full = fit(core.backbone, prepare_input(core.backbone, clip).wave, "a beep",
                FitConfig(method="full", embed_steps=1, tune_steps=1, tune_lr=1e-3), progress=False)
