@@ -21,6 +21,7 @@ TOY_MODELS = ("tiny", "tiny-audioldm")
 # nrt-mini's fit: see nrt/mini/MODEL_CARD.md for the measurement behind each number
 MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})
 MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
+TOY_FIT = MappingProxyType({"embed_steps": 20, "tune_steps": 40})
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ def model_defaults(model: str | None) -> ModelDefaults:
     name = str(model or DEFAULT_BACKBONE)
     if name == "mini":
         return ModelDefaults(clap="mini", preset="mini", fit=MINI_FIT, tune_lr=MINI_TUNE_LR)
-    if name in TOY_MODELS:
-        return ModelDefaults(clap="tiny", preset="tiny")
+    if name in TOY_MODELS:  # random weights: a few steps exercise every stage
+        return ModelDefaults(clap="tiny", preset="tiny", fit=TOY_FIT)
     return ModelDefaults(clap=DEFAULT_CLAP, preset="model")
 
 

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from nrt.cli import build_parser, main
+from nrt.errors import InputError
 
 FAST_FIT = ["--embed-steps", "3", "--tune-steps", "3"]
 FAST_SAMPLE = ["--steps", "3"]
@@ -113,12 +114,21 @@ def test_help_names_every_option_and_default():
 def test_models_and_bench(capsys, tiny_dir):
     code, out, _ = run(["models"], capsys)
     assert code == 0 and "tiny" in out and "declare-lab/tango" in out
-    code, out, err = run(["bench", "--model", str(tiny_dir), "--device", "cpu", "--seconds", "1", "--iters", "1"],
-                         capsys)
+    code, out, err = run(["bench", "--model", str(tiny_dir), "--device", "cpu", "--seconds", "1", "--iters", "1",
+                          "--edit-seconds", "0"], capsys)
     assert code == 0, err
     for stage in ["step 1", "step 2 full", "step 2 LoRA", "sampling"]:
         assert stage in out
-    assert out.count("s/step") == 4
+    assert out.count("s/step") == 4 and "nrt edit" not in out
+
+
+def test_bench_times_a_whole_edit_at_the_models_defaults():
+    from nrt.bench import time_edit
+
+    # the built-in tiny model's defaults are a few steps: this checks the path, not a speed
+    assert 0 < time_edit("tiny", "cpu", "fp32", 1.0) < 300
+    with pytest.raises(InputError, match="--edit-seconds"):
+        time_edit("tiny", "cpu", "fp32", 0.1)
 
 
 def test_console_script_exit_code(tmp_path):
