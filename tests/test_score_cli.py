@@ -85,8 +85,8 @@ def test_human_output_names_the_numbers_and_the_clap_caveat(
     assert len(caveat) == 1 and "Table 1" in caveat[0]
 
 
-def test_default_laion_model_offline_fails_in_one_line(files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
-    assert main(["score", *map(str, files), PROMPT]) == 2
+def test_laion_model_offline_fails_in_one_line(files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["score", *map(str, files), PROMPT, "--clap", "laion/clap-htsat-unfused"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "laion/clap-htsat-unfused" in err
 
