@@ -8,6 +8,7 @@ generator seeded by both, so a resumed run sees exactly the data it would have s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -60,18 +61,11 @@ class SceneBank:
         jobs = [(s, min(n, s + CHUNK), duration, featurize) for s in range(0, n, CHUNK)]
         waves, features = [], []
         bar = tqdm(total=n, desc="rendering scenes", disable=None if progress else True, dynamic_ncols=True)
-        if workers == 1:
-            results = map(_render_chunk, jobs)
-            for w, f in results:
+        with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for w, f in (pool.map if pool else map)(_render_chunk, jobs):
                 waves.append(w)
                 features.append(f)
                 bar.update(len(w))
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for w, f in pool.map(_render_chunk, jobs):
-                    waves.append(w)
-                    features.append(f)
-                    bar.update(len(w))
         bar.close()
         self.waves = torch.from_numpy(np.concatenate(waves))
         self.features = torch.from_numpy(np.concatenate(features)) if featurize is not None else None

@@ -247,7 +247,7 @@ def preset_fits(
     """
     fits = fit_grid(base, {"embed_steps": preset["embed_steps"], "tune_steps": preset["tune_steps"], **(grid or {})})
     defaults = model_defaults(model)
-    return fit_grid(base, {}) if not fits else [
+    return [
         replace(
             f,
             embed_lr=f.embed_lr if f.embed_lr is not None else defaults.fit.get("embed_lr", FitConfig.embed_lr),
