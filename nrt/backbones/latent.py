@@ -19,6 +19,22 @@ from .patch import PatchAutoencoder
 PEAK = 0.5  # the level the training data was scaled to
 
 
+class KLMelCodec:
+    """A diffusers ``AutoencoderKL`` seen through ``PatchAutoencoder``'s codec interface."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        self.vae = vae
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.latent_channels = vae.config.latent_channels
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(mel).latent_dist.mode()
+
+    def decode_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents).sample
+
+
 class MelLatentBackbone(Backbone):
     """A backbone whose latent is a VAE encoding of a log-mel spectrogram."""
 
@@ -38,14 +54,11 @@ class MelLatentBackbone(Backbone):
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler_config = dict(scheduler_config)
         self.sample_rate = mel.config.sampling_rate
-        if isinstance(vae, PatchAutoencoder):
-            self.scaling_factor = vae.scaling_factor
-            self.latent_channels = vae.latent_channels
-            self.vae_downsample = vae.downsample
-        else:
-            self.scaling_factor = float(vae.config.scaling_factor)
-            self.latent_channels = vae.config.latent_channels
-            self.vae_downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+        # the mel <-> latent codec: a trained KL-VAE (TANGO, AudioLDM) or nrt-mini's patches
+        self.codec = vae if isinstance(vae, PatchAutoencoder) else KLMelCodec(vae)
+        self.scaling_factor = self.codec.scaling_factor
+        self.latent_channels = self.codec.latent_channels
+        self.vae_downsample = self.codec.downsample
         unet_down = 2 ** (len(unet.config.down_block_types) - 1)
         # mel frames must divide by the whole downsampling, VAE times UNet
         self.frames_multiple = self.vae_downsample * unet_down
@@ -81,17 +94,12 @@ class MelLatentBackbone(Backbone):
         padded = torch.nn.functional.pad(wave, (0, frames * self.mel.hop_length - wave.shape[-1]))
         vae_device = self.vae.device
         mel = self.mel.to(vae_device)(padded.to(vae_device))[:, :frames].unsqueeze(1).to(self.vae.dtype)
-        if isinstance(self.vae, PatchAutoencoder):
-            return self.vae.encode_mel(mel) * self.scaling_factor
-        return self.vae.encode(mel).latent_dist.mode() * self.scaling_factor
+        return self.codec.encode_mel(mel) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
         latents = latents.to(self.vae.device, self.vae.dtype) / self.scaling_factor
-        if isinstance(self.vae, PatchAutoencoder):
-            mel = self.vae.decode_latent(latents).squeeze(1)
-        else:
-            mel = self.vae.decode(latents).sample.squeeze(1)
+        mel = self.codec.decode_latent(latents).squeeze(1)
         wave = self.vocoder(mel.to(self.vocoder.device, self.vocoder.dtype))
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
