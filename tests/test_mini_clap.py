@@ -104,6 +104,20 @@ def test_retrieval_accuracy_reports_rates_and_cosines(scorer: ClapScorer) -> Non
     assert -1 <= r["mismatched_cosine"] <= 1 and -1 <= r["matched_cosine"] <= 1
 
 
+def test_embedding_retrieval_counts_hits_both_ways() -> None:
+    text = torch.eye(3)
+    # clip 0 matches caption 0; clips 1 and 2 both sit closest to caption 1
+    audio = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.8, 0.6]])
+    r = mini_clap.embedding_retrieval(text, audio)
+    assert r["n"] == 3 and r["chance"] == pytest.approx(1 / 3)
+    assert r["text_to_audio"] == pytest.approx(1.0)  # every caption's best clip is its own
+    assert r["audio_to_text"] == pytest.approx(2 / 3)  # clip 2's best caption is caption 1
+    assert r["matched_cosine"] == pytest.approx((1 + 1 + 0.6) / 3)
+    assert r["mismatched_cosine"] == pytest.approx(0.8 / 6)
+    with pytest.raises(ValueError, match="as many clips as captions"):
+        mini_clap.embedding_retrieval(text, audio[:2])
+
+
 def test_smoke_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "clap"
     assert mini_clap.main(["--smoke", "--device", "cpu", "--workers", "1", "--out", str(out)]) == 0

@@ -412,16 +412,36 @@ def replace_dir(target: Path, write: Callable[[Path], object]) -> Path:
 # Evaluation
 
 
-def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], variant: int = 1) -> dict[str, float]:
-    """Top-1 retrieval among ``scenes`` (held-out ones, say), captions in wording ``variant``.
+def embedding_retrieval(text: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+    """Top-1 retrieval between N caption embeddings and N clip embeddings, row i with row i.
 
-    ``text_to_audio``: how often a caption's most similar clip is its own scene;
-    ``audio_to_text`` the reverse; ``chance`` = 1 / N. Scenes that differ only in what no caption
-    says (timing, pitch within a word) share their canonical caption, so the ``*_content``
-    rates also count a hit on another scene with the same canonical caption.
-    ``matched_cosine`` is the mean cosine of a clip and its own caption, ``mismatched_cosine``
-    that of a clip and another scene's caption (the mean over all such pairs, which is what
-    randomly shuffled pairs give on average).
+    ``text_to_audio``: how often a caption's most similar clip is its own; ``audio_to_text``
+    the reverse; ``chance`` = 1 / N. ``matched_cosine`` is the mean cosine of a clip and its
+    own caption, ``mismatched_cosine`` that of a clip and another's caption (the mean over
+    all such pairs, which is what randomly shuffled pairs give on average).
+    """
+    n = len(text)
+    if n < 2 or len(audio) != n:
+        raise ValueError(f"retrieval needs as many clips as captions, at least 2; got {n} and {len(audio)}")
+    similarity = text.double() @ audio.double().T  # [caption, clip]
+    truth = torch.arange(n)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool)
+    return {
+        "n": n,
+        "text_to_audio": float((similarity.argmax(dim=1) == truth).double().mean()),
+        "audio_to_text": float((similarity.argmax(dim=0) == truth).double().mean()),
+        "chance": 1 / n,
+        "matched_cosine": float(similarity.diagonal().mean()),
+        "mismatched_cosine": float(similarity[off_diagonal].mean()),
+    }
+
+
+def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], variant: int = 1) -> dict[str, float]:
+    """``embedding_retrieval`` among ``scenes`` (held-out ones, say), captions in wording ``variant``.
+
+    Scenes that differ only in what no caption says (timing, pitch within a word) share their
+    canonical caption, so the ``*_content`` rates also count a hit on another scene with the
+    same canonical caption.
     """
     from .scenes import SAMPLE_RATE as rate
 
@@ -429,22 +449,13 @@ def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], 
         raise ValueError(f"retrieval needs at least 2 scenes, got {len(scenes)}")
     audio = scorer.embed_audio([s.render(rate) for s in scenes], rate).double()
     text = scorer.embed_text([s.caption(variant) for s in scenes]).double()
-    similarity = text @ audio.T  # [caption, clip]
-    n = len(scenes)
-    truth = torch.arange(n)
+    result = embedding_retrieval(text, audio)
+    similarity = text @ audio.T
     keys = torch.from_numpy(content_keys(scenes))
     best_clip, best_caption = similarity.argmax(dim=1), similarity.argmax(dim=0)
-    off_diagonal = ~torch.eye(n, dtype=torch.bool)
-    return {
-        "n": n,
-        "text_to_audio": float((best_clip == truth).double().mean()),
-        "audio_to_text": float((best_caption == truth).double().mean()),
-        "text_to_audio_content": float((keys[best_clip] == keys).double().mean()),
-        "audio_to_text_content": float((keys[best_caption] == keys).double().mean()),
-        "chance": 1 / n,
-        "matched_cosine": float(similarity.diagonal().mean()),
-        "mismatched_cosine": float(similarity[off_diagonal].mean()),
-    }
+    result["text_to_audio_content"] = float((keys[best_clip] == keys).double().mean())
+    result["audio_to_text_content"] = float((keys[best_caption] == keys).double().mean())
+    return result
 
 
 # Command line
