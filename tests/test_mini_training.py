@@ -23,6 +23,18 @@ def test_training_continues_from_its_checkpoint_and_writes_a_loadable_model(tmp_
     wave = backbone.decode(torch.randn(1, *backbone.latent_shape(8000)), 8000)
     assert wave.shape == (1, 8000) and torch.isfinite(wave).all()
 
+    def written_matches(weights: str) -> bool:
+        unet = load_tango(out).unet.state_dict()
+        return all(torch.equal(unet[k], v.half().float()) for k, v in weights_of(weights).items())
+
+    def weights_of(name: str) -> dict:
+        return {k.removeprefix("unet."): v for k, v in state[name].items() if k.startswith("unet.")}
+
+    # the default writes the moving average; --weights raw the last step's weights
+    assert written_matches("ema") and not written_matches("model")
+    assert train_t2a.main([*common, "--steps", "5", "--weights", "raw"]) == 0
+    assert written_matches("model") and not written_matches("ema")
+
 
 def test_the_learning_rate_warms_up_then_decays_over_steps_or_time():
     config = TrainConfig(steps=1000, lr=1e-3, warmup=100, max_minutes=10)
@@ -31,3 +43,11 @@ def test_the_learning_rate_warms_up_then_decays_over_steps_or_time():
     # half the time budget spent at step 200: the decay follows whichever is further along
     assert config.lr_at(200, minutes=5) < config.lr_at(200, minutes=0)
     assert config.lr_at(999) < 1e-5
+
+
+def test_the_ema_copies_during_warm_up_then_averages_ever_longer():
+    config = TrainConfig(steps=10_000, warmup=100, ema_decay=0.999)
+    assert config.ema_decay_at(0) == config.ema_decay_at(99) == 0.0
+    assert config.ema_decay_at(100) == 0.1  # (1 + 0) / (10 + 0)
+    assert config.ema_decay_at(100) < config.ema_decay_at(200) < config.ema_decay_at(1000) < 0.999
+    assert config.ema_decay_at(9999) == 0.999

@@ -3,7 +3,8 @@
     python -m nrt.mini.train_t2a --run-dir runs/t2a --out nrt/mini/weights/t2a --minutes 60
 
 Running the same command again continues from ``run-dir/checkpoint.pt``. The model written
-to ``--out`` (EMA weights, TANGO layout) loads with ``nrt ... --model DIR``. ``--smoke``
+to ``--out`` (TANGO layout; the EMA weights, or the raw ones with ``--weights raw``) loads
+with ``nrt ... --model DIR``. ``--smoke``
 trains a few steps on a handful of scenes: what CI runs.
 """
 
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=None, help="processes that render scenes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                        help="which weights --out receives: the moving average or the last step's")
     parser.add_argument("--smoke", action="store_true", help="a few steps on a few scenes (CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -142,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.model, loss_fn, make_batch(parts, bank, args.batch_size, args.seed, device), config, args.run_dir,
         desc="text-to-audio", autocast=torch.bfloat16 if device.type == "cuda" else None,
     )
-    extra = {"trained_steps": result.step, "batch_size": args.batch_size, "bank": args.bank}
-    out = write_atomically(args.out, parts, result.ema, extra)
+    extra = {"trained_steps": result.step, "batch_size": args.batch_size, "bank": args.bank, "weights": args.weights}
+    out = write_atomically(args.out, parts, result.ema if args.weights == "ema" else result.model, extra)
     recent = result.losses[-100:]
     print(f"step {result.step}/{args.steps} ({'finished' if result.finished else 'paused'}), "
           f"loss {np.mean(recent):.4f} over the last {len(recent)} steps, "

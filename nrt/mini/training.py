@@ -60,9 +60,19 @@ class TrainConfig:
             progress = max(progress, minutes / self.max_minutes)
         return self.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    def ema_decay_at(self, step: int) -> float:
+        """0 (a plain copy) during the learning-rate warm-up, then ``(1 + k) / (10 + k)`` after
+        ``k`` further steps, capped at ``ema_decay``: a short run's EMA averages its recent
+        weights instead of holding on to its first ones."""
+        if step < self.warmup:
+            return 0.0
+        k = step - self.warmup
+        return min(self.ema_decay, (1 + k) / (10 + k))
+
 
 @dataclass
 class TrainResult:
+    model: torch.nn.Module  # the trained weights themselves
     ema: torch.nn.Module
     step: int
     losses: list[float]
@@ -138,7 +148,7 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            _update_ema(ema, model, config.ema_decay if step >= config.warmup else 0.0)
+            _update_ema(ema, model, config.ema_decay_at(step))
             losses.append(value)
             step += 1
             bar.update(1)
@@ -153,4 +163,4 @@ def train(
         model.eval()
         if step > start:
             save(step)
-    return TrainResult(ema=ema.eval(), step=step, losses=losses, finished=step >= config.steps)
+    return TrainResult(model=model, ema=ema.eval(), step=step, losses=losses, finished=step >= config.steps)
