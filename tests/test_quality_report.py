@@ -1,0 +1,32 @@
+"""The saved nrt-mini quality results still render with the benchmark's current code."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mini_quality"
+
+
+@pytest.fixture(scope="module")
+def mini_quality():
+    spec = importlib.util.spec_from_file_location("mini_quality", ROOT / "benchmarks" / "mini_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_saved_results_render_to_the_committed_report(mini_quality) -> None:
+    results = json.loads((RESULTS / "quality.json").read_text(encoding="utf-8"))
+    assert mini_quality.render(results) == (RESULTS / "quality.md").read_text(encoding="utf-8")
+
+
+def test_auc_counts_ties_half_and_needs_both_classes(mini_quality) -> None:
+    scores = np.array([0.9, 0.5, 0.5, 0.1])
+    positive = np.array([True, True, False, False])
+    # pairs (pos, neg): 0.9>0.5, 0.9>0.1, 0.5=0.5 (half), 0.5>0.1 -> 3.5 of 4
+    assert mini_quality.auc(scores, positive) == pytest.approx(0.875)
+    assert mini_quality.auc(scores, np.ones(4, dtype=bool)) is None
