@@ -1,6 +1,6 @@
 """Find fit defaults for nrt-mini at which η trades fidelity to the input for the target.
 
-    HF_HUB_OFFLINE=1 python benchmarks/mini_fit_defaults.py [--grid quick|full] [--cases 2] [--out DIR]
+    HF_HUB_OFFLINE=1 python benchmarks/mini_fit_defaults.py [--grid quick|full|steps] [--cases 2] [--out DIR]
 
 Cases are the held-out edits of ``nrt.mini.scenes.edit_cases`` (``--cases`` per type: addition,
 style transfer, inpainting). Every (setting, case) is fitted and generated the way ``nrt eval``
@@ -132,7 +132,11 @@ class Setting:
 
 
 def grid(name: str) -> list[Setting]:
-    """``quick``: three step 2 rates per method; ``full``: four per method, each at two step 1 rates."""
+    """``quick``: three step 2 rates per method; ``full``: four per method, each at two step 1 rates;
+    ``steps``: the chosen rates at 200 + 200 steps and at 500 + 500 (longer fits)."""
+    if name == "steps":
+        chosen = (Setting("full", 5e-5), Setting("lora", 3e-4))
+        return [*chosen, *(replace(s, embed_steps=500, tune_steps=500) for s in chosen)]
     if name == "quick":
         rates = {"full": (1e-5, 5e-5, 2e-4), "lora": (3e-4, 1e-3, 3e-3)}
         embed_lrs: tuple[float, ...] = (2e-3,)
@@ -397,8 +401,9 @@ def fmt(value: Any, spec: str = ".3f") -> str:
 
 def settings_table(summaries: Sequence[dict[str, Any]], chosen: dict[str, str | None]) -> list[str]:
     lines = [
-        "| method | embed_lr | tune_lr | slope d/η | ρ(d, η) | ΔText (η1−η0) | best-η sum | d(η0)/d(t2a) | fit s | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | steps (embed + tune) | embed_lr | tune_lr | slope d/η | ρ(d, η) | ΔText (η1−η0) | best-η sum | "
+        "d(η0)/d(t2a) | fit s | ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         st, fid, al = s["setting"], s["fidelity_cases"], s["all"]
@@ -408,7 +413,7 @@ def settings_table(summaries: Sequence[dict[str, Any]], chosen: dict[str, str | 
         if not s["complete"]:
             mark += " (incomplete)"
         lines.append(
-            f"| {st['method']} | {st['embed_lr']:g} | {st['tune_lr']:g} | {fmt(fid.get('slope'))} | "
+            f"| {st['method']} | {st['embed_steps']} + {st['tune_steps']} | {st['embed_lr']:g} | {st['tune_lr']:g} | {fmt(fid.get('slope'))} | "
             f"{fmt(fid.get('spearman'), '.2f')} | {fmt(al.get('delta_text'))} | {fmt(al.get('best_sum'))} | "
             f"{fmt(fid.get('fidelity_ratio'), '.2f')} | {fmt(s['fit_seconds'], '.1f')} | {mark} |"
         )
@@ -518,9 +523,10 @@ def markdown(summaries: Sequence[dict[str, Any]], references: dict[str, dict[str
 # -- the run ----------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", choices=["quick", "full"], default="quick",
+    parser.add_argument("--grid", choices=["quick", "full", "steps"], default="quick",
                         help="quick: full tune_lr 1e-5/5e-5/2e-4, LoRA 3e-4/1e-3/3e-3 at embed_lr 2e-3, then embed_lr "
-                             "5e-3 for the best of each if time permits; full: four rates each at both embed_lr")
+                             "5e-3 for the best of each if time permits; full: four rates each at both embed_lr; "
+                             "steps: the chosen rates at 200 and at 500 steps per stage")
     parser.add_argument("--cases", type=int, default=2, help="held-out cases per edit type")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mini_fit_defaults",
                         help="work directory: inputs, fits, outputs and the per-(setting, case) cache")
