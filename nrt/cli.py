@@ -20,15 +20,24 @@ logger = logging.getLogger("nrt")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InputError(f"{self.prog}: {message}")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except ``None`` (there the help says what applies)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = HelpFormatter
     return parser
 
 
@@ -57,13 +66,14 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
 
     Flags left out take the model's defaults (:func:`nrt.defaults.model_defaults`).
     """
-    from .defaults import MINI_FIT, MINI_TUNE_LR
+    from .defaults import MINI_FIT, MINI_TUNE_LR, TOY_FIT
     from .fit import DEFAULT_TUNE_LR, FitConfig
 
     d = FitConfig()
 
     def by_model(name: str) -> str:
-        return f"(default: {MINI_FIT[name]:g} for mini, {getattr(d, name):g} otherwise)"
+        toy = f", {TOY_FIT[name]:g} for the toy models" if name in TOY_FIT else ""
+        return f"(default: {MINI_FIT[name]:g} for mini{toy}, {getattr(d, name):g} otherwise)"
 
     def lr_help(method: str) -> str:
         return f"{MINI_TUNE_LR[method]:g} for mini, {DEFAULT_TUNE_LR[method]:g} otherwise"
@@ -104,9 +114,9 @@ def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _defaults(_Parser(prog="nrt", description="Edit recorded audio with free-form text prompts."))
+    parser = _defaults(Parser(prog="nrt", description="Edit recorded audio with free-form text prompts."))
     parser.add_argument("--version", action="version", version=f"nrt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = _defaults(sub.add_parser("fit", help="steps 1-2: fit a clip and write a bundle"))
     _add_input(p)

@@ -67,3 +67,14 @@ def test_the_validation_is_not_a_formality():
     broken["setup_command"] = broken.pop("setup_commands")  # a misspelt key
     with pytest.raises(Exception, match="setup_command"):
         validate_config(broken)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_serve_config_imports_the_app_from_where_the_cluster_puts_the_repository(name):
+    config = _load(name)
+    [mount] = [target for target, source in config["file_mounts"].items() if source == "."]
+    home = f"/home/{config['auth']['ssh_user']}"
+    repository = mount.replace("~", home, 1)
+    [app] = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())["applications"]
+    assert app["runtime_env"]["env_vars"]["PYTHONPATH"] == repository
+    assert (ROOT / Path(*app["import_path"].split(":")[0].split("."))).with_suffix(".py").is_file()

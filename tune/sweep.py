@@ -24,23 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
-from nrt.cli import NOISY_LOGGERS, run_command
+from nrt.cli import NOISY_LOGGERS, HelpFormatter, Parser, run_command
 from nrt.defaults import model_defaults
-from nrt.errors import InputError
 from nrt.fit import FitConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "manifest.csv"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"{self.prog}: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = FitConfig()
-    p = _Parser(prog="tune/sweep.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="tune/sweep.py", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     g = p.add_argument_group("clips and results")
     g.add_argument("--manifest", default=str(EXAMPLES), help="CSV: id, edit_type, audio, target_prompt[, mask]")
     g.add_argument("--storage", default=os.environ.get("NRT_STORAGE", "sweep-results"),
