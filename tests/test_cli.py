@@ -107,8 +107,11 @@ def test_help_names_every_option_and_default():
                  "--embed-steps", "--embed-lr", "--tune-steps", "--tune-lr", "--lora-rank", "--mask",
                  "--output", "--quiet"]:
         assert flag in text
-    assert "(default: 200 for mini, 500 otherwise)" in text and "(default: 200 for mini, 1500 otherwise)" in text
+    flat = " ".join(text.split())
+    assert "(default: 200 for mini, 20 for the toy models, 500 otherwise)" in flat
+    assert "(default: 200 for mini, 40 for the toy models, 1500 otherwise)" in flat
     assert "(default: 200)" in text  # sampling steps
+    assert "(default: None)" not in text  # an unset default is explained, not printed
 
 
 def test_models_and_bench(capsys, tiny_dir):
