@@ -19,11 +19,12 @@ import time
 
 def main(argv=None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray, reachable from this machine only
+    from nrt.cli import HelpFormatter
     from nrt.sweep.scaling import ScalingSetup, run_scaling
 
     d = ScalingSetup()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--clips", type=int, default=d.clips, help="clips N")
     p.add_argument("--gpus", type=int, default=d.gpus, help="stand-in GPUs G")
     p.add_argument("--fit-seconds", type=float, default=d.fit_seconds, help="one fit, on a whole GPU")
