@@ -399,12 +399,13 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: the header, its rule, one line per row."""
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in rows)]
+
+
 def settings_table(summaries: Sequence[dict[str, Any]], chosen: dict[str, str | None]) -> list[str]:
-    lines = [
-        "| method | steps (embed + tune) | embed_lr | tune_lr | slope d/η | ρ(d, η) | ΔText (η1−η0) | best-η sum | "
-        "d(η0)/d(t2a) | fit s | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for s in summaries:
         st, fid, al = s["setting"], s["fidelity_cases"], s["all"]
         mark = "yes" if s["passes"] else "no (" + ", ".join(k for k, v in s["checks"].items() if not v) + ")"
@@ -412,45 +413,36 @@ def settings_table(summaries: Sequence[dict[str, Any]], chosen: dict[str, str | 
             mark += " **chosen**"
         if not s["complete"]:
             mark += " (incomplete)"
-        lines.append(
-            f"| {st['method']} | {st['embed_steps']} + {st['tune_steps']} | {st['embed_lr']:g} | {st['tune_lr']:g} | {fmt(fid.get('slope'))} | "
-            f"{fmt(fid.get('spearman'), '.2f')} | {fmt(al.get('delta_text'))} | {fmt(al.get('best_sum'))} | "
-            f"{fmt(fid.get('fidelity_ratio'), '.2f')} | {fmt(s['fit_seconds'], '.1f')} | {mark} |"
-        )
-    return lines
+        rows.append([
+            st["method"], f"{st['embed_steps']} + {st['tune_steps']}", f"{st['embed_lr']:g}", f"{st['tune_lr']:g}",
+            fmt(fid.get("slope")), fmt(fid.get("spearman"), ".2f"), fmt(al.get("delta_text")), fmt(al.get("best_sum")),
+            fmt(fid.get("fidelity_ratio"), ".2f"), fmt(s["fit_seconds"], ".1f"), mark,
+        ])
+    header = ["method", "steps (embed + tune)", "embed_lr", "tune_lr", "slope d/η", "ρ(d, η)", "ΔText (η1−η0)",
+              "best-η sum", "d(η0)/d(t2a)", "fit s", "ok"]
+    return markdown_table(header, rows)
 
 
 def by_type_table(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| setting | edit type | slope d/η | ΔText | best-η sum | best η | d(η0)/d(t2a) | d at η 0 … 1 | Text at η 0 … 1 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        for edit_type, a in s["by_type"].items():
-            if not a.get("n"):
-                continue
-            curve_d = " ".join(fmt(v, ".2f") for v in a["distance"])
-            curve_t = " ".join(fmt(v, ".2f") for v in a["text"])
-            lines.append(
-                f"| {s['name']} | {edit_type} | {fmt(a['slope'])} | {fmt(a['delta_text'])} | {fmt(a['best_sum'])} | "
-                f"{fmt(a['best_eta'], '.2f')} | {fmt(a['fidelity_ratio'], '.2f')} | {curve_d} | {curve_t} |"
-            )
-    return lines
+    header = ["setting", "edit type", "slope d/η", "ΔText", "best-η sum", "best η", "d(η0)/d(t2a)", "d at η 0 … 1",
+              "Text at η 0 … 1"]
+    rows = (
+        [s["name"], edit_type, fmt(a["slope"]), fmt(a["delta_text"]), fmt(a["best_sum"]), fmt(a["best_eta"], ".2f"),
+         fmt(a["fidelity_ratio"], ".2f"), " ".join(fmt(v, ".2f") for v in a["distance"]),
+         " ".join(fmt(v, ".2f") for v in a["text"])]
+        for s in summaries for edit_type, a in s["by_type"].items() if a.get("n")
+    )
+    return markdown_table(header, rows)
 
 
 def references_table(references: dict[str, dict[str, Any]], step1: dict[str, dict[str, dict[str, Any]]],
                      cases: Sequence[Case]) -> list[str]:
-    lines = ["| reference | cases | Text | Audio | Sum | distance |", "|---|---|---|---|---|---|"]
-    rows = {"input": [references[c.id]["input"] for c in cases], "t2a": [references[c.id]["t2a"] for c in cases]}
+    groups = {"input": [references[c.id]["input"] for c in cases], "t2a": [references[c.id]["t2a"] for c in cases]}
     for name, per_case in step1.items():
-        rows[f"{name} only (η 0, base UNet)"] = [per_case[c.id] for c in cases if c.id in per_case]
-    for name, entries in rows.items():
-        lines.append(
-            f"| {name} | {len(entries)} | {fmt(mean(e['text'] for e in entries))} | "
-            f"{fmt(mean(e['audio'] for e in entries))} | {fmt(mean(e['sum'] for e in entries))} | "
-            f"{fmt(mean(e['distance'] for e in entries))} |"
-        )
-    return lines
+        groups[f"{name} only (η 0, base UNet)"] = [per_case[c.id] for c in cases if c.id in per_case]
+    rows = ([name, str(len(entries)), *(fmt(mean(e[k] for e in entries)) for k in ("text", "audio", "sum", "distance"))]
+            for name, entries in groups.items())
+    return markdown_table(["reference", "cases", "Text", "Audio", "Sum", "distance"], rows)
 
 
 def chosen_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
