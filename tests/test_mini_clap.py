@@ -114,6 +114,11 @@ def test_embedding_retrieval_counts_hits_both_ways() -> None:
     assert r["audio_to_text"] == pytest.approx(2 / 3)  # clip 2's best caption is caption 1
     assert r["matched_cosine"] == pytest.approx((1 + 1 + 0.6) / 3)
     assert r["mismatched_cosine"] == pytest.approx(0.8 / 6)
+    assert "text_to_audio_content" not in r
+    # rows 1 and 2 say the same: clip 2's hit on caption 1 then counts
+    keyed = mini_clap.embedding_retrieval(text, audio, keys=torch.tensor([0, 1, 1]))
+    assert keyed["audio_to_text_content"] == pytest.approx(1.0) and keyed["text_to_audio_content"] == pytest.approx(1.0)
+    assert keyed["audio_to_text"] == r["audio_to_text"]
     with pytest.raises(ValueError, match="as many clips as captions"):
         mini_clap.embedding_retrieval(text, audio[:2])
 

@@ -412,24 +412,33 @@ def replace_dir(target: Path, write: Callable[[Path], object]) -> Path:
 # Evaluation
 
 
-def embedding_retrieval(text: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+def embedding_retrieval(text: torch.Tensor, audio: torch.Tensor, keys: torch.Tensor | None = None) -> dict[str, float]:
     """Top-1 retrieval between N caption embeddings and N clip embeddings, row i with row i.
 
     ``text_to_audio``: how often a caption's most similar clip is its own; ``audio_to_text``
-    the reverse; ``chance`` = 1 / N. ``matched_cosine`` is the mean cosine of a clip and its
-    own caption, ``mismatched_cosine`` that of a clip and another's caption (the mean over
-    all such pairs, which is what randomly shuffled pairs give on average).
+    the reverse; ``chance`` = 1 / N. With ``keys`` (one content key per row) the
+    ``*_content`` rates also count a hit on another row with the same key.
+    ``matched_cosine`` is the mean cosine of a clip and its own caption, ``mismatched_cosine``
+    that of a clip and another's caption (the mean over all such pairs, which is what randomly
+    shuffled pairs give on average).
     """
     n = len(text)
     if n < 2 or len(audio) != n:
         raise ValueError(f"retrieval needs as many clips as captions, at least 2; got {n} and {len(audio)}")
     similarity = text.double() @ audio.double().T  # [caption, clip]
     truth = torch.arange(n)
+    best_clip, best_caption = similarity.argmax(dim=1), similarity.argmax(dim=0)
     off_diagonal = ~torch.eye(n, dtype=torch.bool)
-    return {
+    result = {
         "n": n,
-        "text_to_audio": float((similarity.argmax(dim=1) == truth).double().mean()),
-        "audio_to_text": float((similarity.argmax(dim=0) == truth).double().mean()),
+        "text_to_audio": float((best_clip == truth).double().mean()),
+        "audio_to_text": float((best_caption == truth).double().mean()),
+    }
+    if keys is not None:
+        result["text_to_audio_content"] = float((keys[best_clip] == keys).double().mean())
+        result["audio_to_text_content"] = float((keys[best_caption] == keys).double().mean())
+    return {
+        **result,
         "chance": 1 / n,
         "matched_cosine": float(similarity.diagonal().mean()),
         "mismatched_cosine": float(similarity[off_diagonal].mean()),
@@ -440,22 +449,15 @@ def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], 
     """``embedding_retrieval`` among ``scenes`` (held-out ones, say), captions in wording ``variant``.
 
     Scenes that differ only in what no caption says (timing, pitch within a word) share their
-    canonical caption, so the ``*_content`` rates also count a hit on another scene with the
-    same canonical caption.
+    canonical caption: that is the content key of the ``*_content`` rates.
     """
     from .scenes import SAMPLE_RATE as rate
 
     if len(scenes) < 2:
         raise ValueError(f"retrieval needs at least 2 scenes, got {len(scenes)}")
-    audio = scorer.embed_audio([s.render(rate) for s in scenes], rate).double()
-    text = scorer.embed_text([s.caption(variant) for s in scenes]).double()
-    result = embedding_retrieval(text, audio)
-    similarity = text @ audio.T
-    keys = torch.from_numpy(content_keys(scenes))
-    best_clip, best_caption = similarity.argmax(dim=1), similarity.argmax(dim=0)
-    result["text_to_audio_content"] = float((keys[best_clip] == keys).double().mean())
-    result["audio_to_text_content"] = float((keys[best_caption] == keys).double().mean())
-    return result
+    audio = scorer.embed_audio([s.render(rate) for s in scenes], rate)
+    text = scorer.embed_text([s.caption(variant) for s in scenes])
+    return embedding_retrieval(text, audio, keys=torch.from_numpy(content_keys(scenes)))
 
 
 # Command line

@@ -4,8 +4,8 @@
 
 Running the same command again continues from ``run-dir/checkpoint.pt``. The model written
 to ``--out`` (TANGO layout; the EMA weights, or the raw ones with ``--weights raw``) loads
-with ``nrt ... --model DIR``. ``--smoke``
-trains a few steps on a handful of scenes: what CI runs.
+with ``nrt ... --model DIR``. ``--smoke`` trains a few steps on a handful of scenes: what CI
+runs.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.smoke:
         args.bank, args.batch_size = 32, 4
-    args.steps = args.steps or (6 if args.smoke else 20_000)
+    if args.steps is None:
+        args.steps = 6 if args.smoke else 20_000
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
