@@ -59,6 +59,33 @@ def write_tone_clip(path, seconds: float = 1.0, rate: int = 16000, channels: int
     return path
 
 
+def write_manifest(directory, rows):
+    """A sweep manifest of ``(id, edit_type, audio, target_prompt)`` rows in ``directory``."""
+    import csv
+
+    path = directory / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "edit_type", "audio", "target_prompt"])
+        writer.writerows(rows)
+    return path
+
+
+SMOKE_FITS = {"embed_steps": 3, "tune_steps": 3}
+
+
+def smoke_config(storage, **changes):
+    """A sweep of three fit steps and two three-step trials a clip; ``changes`` override."""
+    from nrt.fit import FitConfig
+    from nrt.sweep import SweepConfig, parse_param
+
+    settings = {
+        "storage": str(storage), "fits": (FitConfig(**SMOKE_FITS),), "trials": 2, "max_retries": 1,
+        "concurrent_trials": 1, "space": {"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1")},
+    }
+    return SweepConfig(**{**settings, **changes})
+
+
 @pytest.fixture()
 def tone_wav(tmp_path):
     return write_tone_clip(tmp_path / "tone.wav")

@@ -16,9 +16,8 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import write_tone_clip
+from conftest import smoke_config, write_manifest, write_tone_clip
 
-from nrt.fit import FitConfig
 from nrt.storage import (
     Storage,
     bundle_ready,
@@ -92,15 +91,12 @@ def test_a_sweep_writes_to_s3_and_the_editor_edits_from_it(s3_bucket, tmp_path):
     pytest.importorskip("optuna")
     from nrt.service.editor import ClipSlot, EditJob, EditorCore
     from nrt.service.settings import ServiceSettings
-    from nrt.sweep import SweepConfig, parse_param, run_sweep
+    from nrt.sweep import run_sweep
 
     write_tone_clip(tmp_path / "beep.wav")
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text("id,edit_type,audio,target_prompt\nbeep,addition,beep.wav,a beep with a dog barking\n")
+    manifest = write_manifest(tmp_path, [("beep", "addition", "beep.wav", "a beep with a dog barking")])
     root = f"{s3_bucket}/sweep"
-    config = SweepConfig(storage=root, model="tiny", clap="tiny", fits=(FitConfig(embed_steps=3, tune_steps=3),),
-                         trials=2, max_retries=1,
-                         concurrent_trials=1, space={"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1")})
+    config = smoke_config(root, model="tiny", clap="tiny")
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="nrt-s3", log_to_driver=False)
     try:
         result = run_sweep(manifest, config, poll_seconds=0.5)

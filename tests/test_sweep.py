@@ -16,7 +16,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import write_tone_clip
+from conftest import SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
 
 from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR
@@ -26,10 +26,9 @@ from nrt.storage import Storage, bundle_rel, read_registry_entry
 ray = pytest.importorskip("ray")
 optuna = pytest.importorskip("optuna")
 
-from nrt.sweep import SweepConfig, fit_key, parse_param, read_clips, run_sweep
+from nrt.sweep import fit_key, parse_param, read_clips, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE_FITS = {"embed_steps": 3, "tune_steps": 3}
 
 
 def _load_script():
@@ -37,15 +36,6 @@ def _load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _write_manifest(directory: Path, rows: list[tuple[str, str, str, str]]) -> Path:
-    path = directory / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "edit_type", "audio", "target_prompt"])
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +51,10 @@ def clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manifest(clip_dir):
-    return _write_manifest(clip_dir, [
+    return write_manifest(clip_dir, [
         ("beep", "addition", "beep.wav", "a beep with a dog barking"),
         ("gap", "inpainting", "gap.wav", "a beep and a knock in the middle"),
     ])
-
-
-def smoke_config(storage, **changes) -> SweepConfig:
-    settings = {
-        "storage": str(storage), "fits": (FitConfig(**SMOKE_FITS),), "trials": 2, "max_retries": 1,
-        "concurrent_trials": 1, "space": {"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1")},
-    }
-    return SweepConfig(**{**settings, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +157,7 @@ def test_two_callers_of_one_fit_share_one_computation(ray_local, manifest, tmp_p
 # -- faults -------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_failing_clip_does_not_stop_the_others(ray_local, clip_dir, tmp_path):
-    manifest = _write_manifest(tmp_path, [
+    manifest = write_manifest(tmp_path, [
         ("good", "addition", str(clip_dir / "beep.wav"), "a beep with a dog barking"),
         ("bad-fit", "addition", str(clip_dir / "beep.wav"), "a beep with a cat"),
         ("bad-trials", "addition", str(clip_dir / "beep.wav"), "a beep with a bird"),
@@ -284,7 +266,7 @@ def test_bad_manifest_rows_are_reported_by_row_before_any_work(clip_dir, tmp_pat
     ]
     root = tmp_path / "root"
     script = _load_script()
-    code = script.main(["--manifest", str(_write_manifest(tmp_path, rows)), "--storage", str(root), "--smoke-test"])
+    code = script.main(["--manifest", str(write_manifest(tmp_path, rows)), "--storage", str(root), "--smoke-test"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "line 3 ('missing')" in err and "line 4 ('../evil')" in err and "line 5 ('ok')" in err
@@ -293,7 +275,7 @@ def test_bad_manifest_rows_are_reported_by_row_before_any_work(clip_dir, tmp_pat
     rows = [("noise", "addition", "noise.wav", "a beep"), ("short", "addition", "short.wav", "a beep"),
             ("ok", "addition", str(clip_dir / "beep.wav"), "a beep")]
     with pytest.raises(InputError) as caught:
-        run_sweep(_write_manifest(tmp_path, rows), smoke_config(root))
+        run_sweep(write_manifest(tmp_path, rows), smoke_config(root))
     assert "line 2 ('noise')" in str(caught.value) and "not a readable audio file" in str(caught.value)
     assert "line 3 ('short')" in str(caught.value) and "too short" in str(caught.value)
     assert not root.exists()
