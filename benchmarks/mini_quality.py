@@ -63,8 +63,8 @@ def kind_prompts(scorer) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def kind_aucs(scorer, audio: torch.Tensor, scenes) -> dict[str, float | None]:
-    cosines = (audio @ kind_prompts(scorer).T).double().numpy()
+def kind_aucs(prompts: torch.Tensor, audio: torch.Tensor, scenes) -> dict[str, float | None]:
+    cosines = (audio @ prompts.T).double().numpy()
     return {
         kind: auc(cosines[:, j], np.array([kind in s.kinds for s in scenes]))
         for j, kind in enumerate(KINDS)
@@ -92,13 +92,14 @@ def part_generation(scorer, n: int, batch: int = 8) -> dict:
     text = scorer.embed_text(captions)
     generated = scorer.embed_audio(waves, SAMPLE_RATE)
     real = scorer.embed_audio([s.render(SAMPLE_RATE) for s in scenes], SAMPLE_RATE)
+    prompts = kind_prompts(scorer)
     return {
         "sampling": {"steps": GENERATION.steps, "guidance": GENERATION.guidance, "scheduler": GENERATION.scheduler},
         "seconds_per_clip": seconds,
         "generated": embedding_retrieval(text, generated),
         "real": embedding_retrieval(text, real),
-        "kind_auc_generated": kind_aucs(scorer, generated, scenes),
-        "kind_auc_real": kind_aucs(scorer, real, scenes),
+        "kind_auc_generated": kind_aucs(prompts, generated, scenes),
+        "kind_auc_real": kind_aucs(prompts, real, scenes),
     }
 
 
