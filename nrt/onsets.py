@@ -28,11 +28,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import librosa
 import numpy as np
+import scipy.ndimage
 import soxr
 
 from nrt.errors import InputError
+from nrt.spectrogram import mel_power, pick_peaks
 
 logger = logging.getLogger(__name__)
 
@@ -94,29 +95,22 @@ def onset_envelope(wave: np.ndarray, sample_rate: int, config: OnsetConfig = Ons
     wave = _mono(wave, "waveform")
     if sample_rate != config.sample_rate:
         wave = soxr.resample(wave, sample_rate, config.sample_rate).astype(np.float32, copy=False)
-    power = np.abs(librosa.stft(wave, n_fft=config.n_fft, hop_length=config.hop_length, center=True)) ** 2
-    mel = librosa.filters.mel(
-        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=0.0, norm=None
-    ) @ power
+    mel = mel_power(wave, config.sample_rate, config.n_fft, config.hop_length, config.n_mels, norm=None)
     full_scale = (config.n_fft / 4) ** 2  # a full-scale sine's peak power with a Hann window
     level = 10 * np.log10(np.maximum(mel / full_scale, 10 ** (config.floor_db / 10)))
-    return librosa.onset.onset_strength(
-        S=level,
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        lag=1,
-        max_size=config.max_size,
-        aggregate=np.mean,
-        center=True,
-    )
+    # SuperFlux: each band's rise over the previous frame's maximum of its neighbouring bands
+    reference = scipy.ndimage.maximum_filter1d(level, config.max_size, axis=0)
+    flux = np.maximum(0.0, level[:, 1:] - reference[:, :-1]).mean(axis=0)
+    # the flux of frame t belongs to frame t + 1, and centred frames lag by half a window
+    delay = 1 + config.n_fft // (2 * config.hop_length)
+    return np.pad(flux, (delay, 0))[: level.shape[1]]
 
 
 def detect_onsets(wave: np.ndarray, sample_rate: int, config: OnsetConfig = OnsetConfig()) -> np.ndarray:
     """Onset times in seconds, ascending."""
     envelope = onset_envelope(wave, sample_rate, config)
     peak, average = config.frames(config.peak_window_s), config.frames(config.average_window_s)
-    frames = librosa.util.peak_pick(
+    frames = pick_peaks(
         envelope,
         pre_max=peak,
         post_max=peak,

@@ -22,6 +22,7 @@ import numpy as np
 from .errors import NrtError
 from .files import atomic_file
 from .scoring import describe_clap
+from .spectrogram import mel_power
 
 if TYPE_CHECKING:
     from .evaluate import EvalConfig
@@ -359,17 +360,8 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
 
 
 def _log_mel(samples: np.ndarray, rate: int) -> np.ndarray:
-    import librosa
-
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    mel = librosa.feature.melspectrogram(
-        y=mono.astype(np.float32),
-        sr=rate,
-        n_fft=1024,
-        hop_length=max(1, rate // 100),
-        n_mels=64,
-        fmax=min(8000.0, rate / 2),
-    )
+    mel = mel_power(mono, rate, n_fft=1024, hop_length=max(1, rate // 100), n_mels=64, fmax=min(8000.0, rate / 2))
     return 10 * np.log10(np.maximum(mel, 1e-10))
 
 
