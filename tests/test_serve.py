@@ -45,21 +45,36 @@ def storage(fitted, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(storage):
+def numba_cache(tmp_path_factory):
+    """An empty numba cache for the service's Ray workers: scoring an edit (``scores: true``) and
+    an upload's background search must compile no numba code into it (see nrt/spectrogram.py)."""
+    return tmp_path_factory.mktemp("numba")
+
+
+@pytest.fixture(scope="module")
+def service(storage, numba_cache):
     """The service with a token, small queues and a smoke budget for uploads; a session with the token."""
+    before = os.environ.get("NUMBA_CACHE_DIR")
+    os.environ["NUMBA_CACHE_DIR"] = str(numba_cache)  # Ray's workers inherit it from ray.init
     settings = {
         "storage": storage.root, "model": "tiny", "api_token": TOKEN, "max_queued_requests": "2",
         "max_clips_per_replica": "1",
         "max_upload_mb": "0.5", "job_preset": "smoke", "job_trials": "2", "job_fit_cpus": "0.5",
         "job_trial_cpus": "0.5", "editor_cpus": "0.5",
     }
-    with running_service(settings) as url:
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {TOKEN}"
-        try:
-            yield url, session
-        finally:
-            session.close()
+    try:
+        with running_service(settings) as url:
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {TOKEN}"
+            try:
+                yield url, session
+            finally:
+                session.close()
+    finally:
+        if before is None:
+            os.environ.pop("NUMBA_CACHE_DIR", None)
+        else:
+            os.environ["NUMBA_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +356,14 @@ def test_an_uploaded_clip_goes_from_job_to_editable(service, upload):
     samples, rate = sf.read(io.BytesIO(edited.content), always_2d=True)
     given, given_rate = sf.read(wav, always_2d=True)
     assert rate == given_rate and samples.shape == given.shape
+
+
+def test_scoring_edits_and_searching_uploads_compiled_no_numba_code(service, upload, numba_cache):
+    """After the scored edits and the upload's fit and search above, in the service's workers."""
+    url, session = service
+    assert session.get(f"{url}/v1/clips/uploaded").json()["trials"]["done"] == 2
+    assert edit(service, seed=7, scores=True).status_code == 200
+    assert sorted(str(p) for p in numba_cache.rglob("*") if p.is_file()) == []
 
 
 # -- without Serve -------------------------------------------------------------------------------------

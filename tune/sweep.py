@@ -139,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"reused {result.fits.get('reused', 0)}. Table: {result.storage}/results.csv; "
               f"registry: {result.storage}/registry/")
         if result.failed:
-            print(f"tune/sweep.py: {len(result.failed)} clip(s) failed: {', '.join(result.failed)}; "
-                  f"see {result.storage}/status/ and fits/ (run again with --resume to retry them)", file=sys.stderr)
+            print(f"tune/sweep.py: {len(result.failed)} clip(s) failed:", file=sys.stderr)
+            for row in result.rows:
+                if row["status"] == "failed":
+                    print(f"  {row['clip_id']}: {row.get('error', 'no error recorded')}", file=sys.stderr)
+            print(f"See {result.storage}/status/ and fits/; run again with --resume to retry them.", file=sys.stderr)
             return 1
         return 0
 

@@ -35,6 +35,7 @@ from ..storage import (
 )
 from .clips import ClipJob, ManifestClip, stage_clip
 from .config import METRIC, SweepConfig, fit_identity, fit_key
+from .failures import CrashGuard, StopWhenTripped, TrialsCrashed, describe_error
 from .fits import coordinator, fit_task
 from .progress import (
     TrialProgress,
@@ -114,6 +115,7 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
     trainable.__name__ = f"{work.trainable.__name__}.{job.clip_id}.{key}"
     trainable = tune.with_resources(trainable, config.resources.trial())
     path = storage.uri(f"tune/{job.clip_id}/{key}")
+    guard = CrashGuard(limit=max(2, config.concurrent_trials))
     if tune.Tuner.can_restore(path):
         logger.info("%s: restoring the experiment in %s", job.clip_id, path)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
@@ -137,10 +139,12 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
             run_config=tune.RunConfig(
                 name=key, storage_path=storage.uri(f"tune/{job.clip_id}"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=config.max_retries),
-                callbacks=[TrialProgress(board_name(storage), job.clip_id)],
+                callbacks=[TrialProgress(board_name(storage), job.clip_id), guard], stop=StopWhenTripped(guard),
             ),
         )
     results = tuner.fit()
+    if guard.tripped:
+        raise TrialsCrashed.from_guard(guard)
     rows = []
     for result in results:
         params, metrics = result.config or {}, result.metrics or {}
@@ -151,15 +155,9 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
         elif result.error is None and METRIC in metrics:
             row.update(status="done", **{k: metrics.get(k) for k in TRIAL_COLUMNS if k in metrics and k not in row})
         else:
-            row.update(status="failed", error=_short(result.error) if result.error else "no result")
+            row.update(status="failed", error=describe_error(result.error) if result.error else "no result")
         rows.append(row)
     return rows
-
-
-def _short(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps the error that was raised
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
 
 
 def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dict[str, Any]:
@@ -195,16 +193,16 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
         try:
             fitted = ray.get(ref)
         except Exception as exc:
-            logger.warning("%s: fit %s failed: %s", clip_id, key, _short(exc))
-            summaries.append({**summary, "error": f"fit: {_short(exc)}"})
+            logger.warning("%s: fit %s failed: %s", clip_id, key, describe_error(exc))
+            summaries.append({**summary, "error": f"fit: {describe_error(exc)}"})
             continue
         write_status(storage, clip_id, "searching", trials_total=total)
         post(board, clip_id, state="searching")
         try:
             rows = run_search(storage, job, config, fit, key, fitted["bundle"], work)
         except Exception as exc:  # the experiment itself broke, not one of its trials
-            logger.warning("%s: search %s failed: %s", clip_id, key, _short(exc))
-            summaries.append({**summary, "bundle": fitted["bundle"], "error": f"search: {_short(exc)}"})
+            logger.warning("%s: search %s failed: %s", clip_id, key, describe_error(exc))
+            summaries.append({**summary, "bundle": fitted["bundle"], "error": f"search: {describe_error(exc)}"})
             continue
         trials += rows
         done = [r for r in rows if r["status"] == "done"]
@@ -275,7 +273,7 @@ def clip_task(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dict
     try:
         return sweep_clip(job, config, work)
     except Exception as exc:
-        error = _short(exc)
+        error = describe_error(exc)
         logger.error("%s failed: %s\n%s", job.clip_id, error, traceback.format_exc(limit=10))
         storage = Storage(config.storage)
         write_status(storage, job.clip_id, "failed", error=error)
