@@ -6,12 +6,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ModelNotFoundError
+from .files import staging_dir, swap_dir
 
 logger = logging.getLogger(__name__)
 
@@ -98,21 +97,15 @@ def ensure_cached(name: str, write: Callable[[Path], Any], marker: str, root: Pa
 
 
 def ensure_dir(target: Path, write: Callable[[Path], Any], marker: str) -> Path:
-    """``target``, written once by ``write`` into a staging folder that is renamed into place.
+    """``target``, written once by ``write`` into a staging folder that is swapped into place.
 
     ``marker`` is a file that exists only in a complete copy; a process that loses the race
-    to another writer takes the winner's copy.
+    to another writer keeps the winner's copy.
     """
     if (target / marker).exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staging_dir(target) as staging:
         write(staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / marker).exists():  # lost a race only if the winner finished
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / marker).exists():  # else another writer finished first
+            swap_dir(staging, target)
     return target

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import fsspec
 
 from . import __version__
 from .errors import InputError, NrtError
-from .files import atomic_file
+from .files import atomic_file, replace_dir
 from .hub import cache_dir, ensure_dir
 from .manifest import validate_clip_id
 
@@ -138,24 +137,14 @@ class Storage:
             self.fs.put_file(str(local), self._path(rel))
 
     def put_dir(self, local: str | os.PathLike, rel: str, index: str) -> None:
-        """Copy a local folder to ``rel``, its ``index`` file last (renamed into place locally)."""
+        """Copy a local folder to ``rel``, its ``index`` file last (swapped into place whole locally)."""
         local = Path(local)
         files = sorted(p for p in local.rglob("*") if p.is_file())
         names = {p.relative_to(local).as_posix() for p in files}
         if index not in names:
             raise NrtError(f"{local} has no {index}")
         if self.is_local:
-            target = self.local_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-            try:
-                shutil.copytree(local, staging, dirs_exist_ok=True)
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(staging, target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            replace_dir(self.local_path(rel), lambda staging: shutil.copytree(local, staging, dirs_exist_ok=True))
             return
         for path in files:
             name = path.relative_to(local).as_posix()

@@ -73,6 +73,19 @@ def test_bundle_ready_only_when_every_listed_file_is_there(tmp_path):
     assert bundle_ready(storage, "bundles/c/k")
 
 
+def test_local_put_dir_swaps_the_whole_folder_in(tmp_path):
+    storage = Storage(tmp_path / "root")
+    for version, names in ((1, ("bundle.json", "old.bin")), (2, ("bundle.json", "new.bin"))):
+        local = tmp_path / f"v{version}"
+        local.mkdir()
+        for name in names:
+            (local / name).write_text(str(version))
+        storage.put_dir(local, "bundles/c/k", index="bundle.json")
+    assert storage.list("bundles/c/k") == ["bundle.json", "new.bin"]  # nothing of the old copy is left
+    assert storage.read_bytes("bundles/c/k/bundle.json") == b"2"
+    assert storage.list("bundles/c") == ["k"]  # no staging or old copy beside it
+
+
 def test_object_store_gets_the_payload_first_and_the_index_last(tmp_path):
     storage = Storage(f"memory://nrt-test-{tmp_path.name}/root")
     assert not storage.is_local and storage.uri("registry") == f"memory://nrt-test-{tmp_path.name}/root/registry"

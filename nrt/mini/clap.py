@@ -25,7 +25,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from ..clap import TEXT_MAX_TOKENS, bpe_tokenizer
+from ..files import replace_dir
 from ..hub import ensure_dir
 from .training import TrainConfig, train
 
@@ -384,29 +384,6 @@ def train_clap(
 
     replace_dir(out_dir, write)
     return out_dir
-
-
-def replace_dir(target: Path, write: Callable[[Path], object]) -> Path:
-    """Write ``target`` whole into a staging folder beside it, then swap it in (the old one kept on failure)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
-    try:
-        write(staging)
-        os.chmod(staging, 0o755)
-        if not target.exists():
-            os.replace(staging, target)
-            return target
-        old = target.parent / f".{target.name}-old-{os.getpid()}"
-        os.replace(target, old)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # Evaluation
