@@ -70,6 +70,7 @@ from nrt.evaluate import (
     unit_outputs,
 )
 from nrt.fit import FitConfig
+from nrt.inputs import EDIT_TYPES
 from nrt.manifest import ManifestRow
 from nrt.masks import ranges_to_sample_mask
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases
@@ -85,7 +86,6 @@ SAMPLING = SampleConfig(steps=50, guidance=3.0, scheduler="ddim")
 SEED = 0
 CASE_SEED = 0
 FIDELITY_TYPES = ("addition", "style_transfer")
-EDIT_TYPES = ("addition", "style_transfer", "inpainting")
 FOLLOW_UP_EMBED_LR = 5e-3
 
 # Seconds per step on this CPU (2 threads, nothing else running), for the estimate printed

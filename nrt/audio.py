@@ -23,6 +23,7 @@ import soxr
 
 from nrt.errors import InputError
 from nrt.files import atomic_file
+from nrt.inputs import MAX_SECONDS, MIN_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ def _open_source(source: AudioSource, name: str) -> str | BinaryIO:
     return io.BytesIO(data)
 
 
-def load_audio(source: AudioSource, *, max_seconds: float = 30.0, min_seconds: float = 0.5) -> AudioClip:
+def load_audio(
+    source: AudioSource, *, max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS
+) -> AudioClip:
     """Read a clip with every channel, at its own rate, as float32 ``[frames, channels]``.
 
     Accepts a path, the file's bytes, or a binary file object, in any format libsndfile reads

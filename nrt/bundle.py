@@ -19,8 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +31,12 @@ from . import __version__
 from .audio import AudioClip, load_audio, write_audio
 from .backbones.base import BackboneInfo, Condition
 from .errors import BundleError
+from .files import replace_dir
 from .fit import FitResult
+from .inputs import EDIT_TYPES
 
 FORMAT = "nrt-bundle"
 FORMAT_VERSION = 1
-EDIT_TYPES = ("addition", "style_transfer", "inpainting")
 UNET_FILES = {"lora": "unet_lora.safetensors", "full": "unet.safetensors"}
 FLAC_SUBTYPES = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24"}
 
@@ -87,15 +86,10 @@ def save_bundle(
     mask: list[tuple[float, float]] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a bundle atomically: everything goes to a staging directory that is renamed into place."""
-    path = Path(path)
-    if edit_type not in EDIT_TYPES:
-        raise ValueError(f"edit_type must be one of {', '.join(EDIT_TYPES)}, got {edit_type!r}")
-    if path.exists() and not overwrite:
-        raise BundleError(f"{path} exists already; remove it or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    """Write a bundle atomically: everything goes to a staging directory that is swapped into place."""
+    path = check_target(path, edit_type, overwrite)
+
+    def write(staging: Path) -> None:
         files = _write_payload(staging, result, clip)
         meta = {
             "format": FORMAT,
@@ -125,11 +119,17 @@ def save_bundle(
         (staging / "bundle.json").write_text(json.dumps(meta, indent=2))
         for file in staging.iterdir():
             os.chmod(file, 0o644)
-        os.chmod(staging, 0o755)
-        _swap_into_place(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    return replace_dir(path, write)
+
+
+def check_target(path: str | os.PathLike, edit_type: str, overwrite: bool = False) -> Path:
+    """``path`` as a Path if a bundle of ``edit_type`` may be written there; checked before any fit."""
+    path = Path(path)
+    if edit_type not in EDIT_TYPES:
+        raise ValueError(f"edit_type must be one of {', '.join(EDIT_TYPES)}, got {edit_type!r}")
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} exists already; remove it or pass overwrite=True")
     return path
 
 
@@ -148,16 +148,6 @@ def _write_payload(directory: Path, result: FitResult, clip: AudioClip) -> dict[
         input_file = "input.wav"
         write_audio(directory / input_file, clip.samples, clip.sample_rate, subtype="FLOAT")
     return {"embeddings": "embeddings.safetensors", "unet": unet_file, "input": input_file}
-
-
-def _swap_into_place(staging: Path, path: Path) -> None:
-    if not path.exists():
-        os.replace(staging, path)
-        return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    os.replace(path, old)
-    os.replace(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

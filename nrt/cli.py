@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import BundleError, InputError, ModelNotFoundError, NrtError
+from .inputs import EDIT_TYPES, MAX_PROMPT, MAX_SECONDS
 
 logger = logging.getLogger("nrt")
 
@@ -53,8 +54,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _add_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="audio file (wav, flac, ogg, mp3; any rate and channel count)")
     p.add_argument("prompt", help="target prompt describing the edited audio")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="longest input accepted, in seconds")
-    p.add_argument("--edit-type", choices=["addition", "style_transfer", "inpainting"], default=None,
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest input accepted, in seconds")
+    p.add_argument("--edit-type", choices=list(EDIT_TYPES), default=None,
                    help="edit type (default: inpainting when --mask is given, else addition)")
     p.add_argument("--mask", action="append", default=None, metavar="START-END",
                    help="inpainting range in seconds, repeatable; inpainting without --mask fills "
@@ -181,7 +182,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--band-limit", type=int, default=None, metavar="RATE",
                    help="pass both through this sample rate first (e.g. 16000: the backbone's band; None: full band)")
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="longest audio accepted, in seconds")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest audio accepted, in seconds")
     p.add_argument("--device", default="auto", help="CLAP device: cpu, cuda, cuda:N, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no log lines")
@@ -209,7 +210,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
                         "directory) instead of leave-one-out over this manifest's clips")
     p.add_argument("--figure-clip", default=None, metavar="ID",
                    help="clip of spectrograms.png (None: the first style transfer clip, else the first clip)")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="longest clip accepted, in seconds")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted, in seconds")
     _add_fit(p, one_method=False)
     s = SampleConfig()
     g = p.add_argument_group("sampling")
@@ -260,21 +261,18 @@ def _sample_config(args: argparse.Namespace):
 
 
 def _edit_type_and_mask(args: argparse.Namespace, clip) -> tuple[str, list[tuple[float, float]] | None]:
-    from .masks import find_silence_gaps, merge_ranges, parse_mask, validate_ranges
+    from .masks import parse_mask, resolve_mask
 
     edit_type = args.edit_type or ("inpainting" if args.mask else "addition")
     if args.mask and edit_type != "inpainting":
         raise InputError(f"--mask applies to inpainting, but --edit-type is {edit_type}")
-    if edit_type != "inpainting":
-        return edit_type, None
-    if args.mask:
-        ranges = [r for text in args.mask for r in parse_mask(text)]
-        return edit_type, validate_ranges(merge_ranges(ranges), clip.duration)
-    gaps = find_silence_gaps(clip.samples, clip.sample_rate)
-    if not gaps:
-        raise InputError(f"{args.input}: no silent gap of 0.25 s or more to inpaint; give the region with --mask START-END")
-    logger.info("inpainting the silent gaps %s", ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in gaps))
-    return edit_type, gaps
+    ranges = [r for text in args.mask for r in parse_mask(text)] if args.mask else None
+    try:
+        mask = resolve_mask(edit_type, ranges, clip.samples, clip.sample_rate, hint="with --mask START-END",
+                            name=args.input)
+    except InputError as exc:
+        raise InputError(f"{args.input}: {exc}") from None
+    return edit_type, mask
 
 
 def _check_output(path: Path, many: bool, what: str) -> Path:
@@ -298,29 +296,19 @@ def _write_outputs(output: Path, values: Sequence[float], outputs, rate: int, pr
 
 
 def _fit_and_save(args: argparse.Namespace, backbone, clip, bundle_path: Path, overwrite: bool) -> Path:
-    from .bundle import save_bundle
-    from .edit import latent_weight, prepare_input
-    from .fit import fit
+    from .fit_clip import fit_clip
 
-    config = _fit_config(args)
     edit_type, mask = _edit_type_and_mask(args, clip)
-    prepared = prepare_input(backbone, clip)
-    result = fit(
-        backbone, prepared.wave, args.prompt, config,
-        latent_weight=latent_weight(backbone, clip, mask), progress=not args.quiet,
-    )
-    logger.info("fit in %.1f s; probe loss %.4f (e_tgt) -> %.4f (e_opt) -> %.4f (fitted)",
-                result.seconds, result.losses["probe_e_tgt"], result.losses["probe_e_opt"],
-                result.losses["probe_fitted"])
-    return save_bundle(bundle_path, result, backbone.info, clip, target_prompt=args.prompt,
-                       edit_type=edit_type, mask=mask, overwrite=overwrite)
+    fit_clip(backbone, clip, args.prompt, _fit_config(args), bundle_path, edit_type=edit_type, mask=mask,
+             overwrite=overwrite, progress=not args.quiet)
+    return bundle_path
 
 
 def _check_prompt(prompt: str) -> str:
     if not prompt.strip():
         raise InputError("the prompt is empty")
-    if len(prompt) > 500:
-        raise InputError(f"the prompt has {len(prompt)} characters; at most 500 are accepted")
+    if len(prompt) > MAX_PROMPT:
+        raise InputError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT} are accepted")
     return prompt
 
 

@@ -43,12 +43,14 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .audio import AudioClip, load_audio, write_audio
-from .bundle import load_bundle, read_meta, samples_sha256, save_bundle
-from .edit import check_etas, generate, latent_weight, prepare_input, text_to_audio
+from .bundle import load_bundle, read_meta, samples_sha256
+from .edit import check_etas, generate, text_to_audio
 from .errors import BundleError, InputError
-from .fit import FitConfig, fit
+from .fit import FitConfig
+from .fit_clip import fit_clip
+from .inputs import MAX_SECONDS
 from .manifest import ManifestRow
-from .masks import Range, find_silence_gaps, validate_ranges
+from .masks import Range, resolve_mask
 from .onsets import OnsetConfig
 from .report import check_figures, write_json, write_reports
 from .sample import SampleConfig, check_seed
@@ -81,7 +83,7 @@ class EvalConfig:
     lora_tune_lr: float | None = field(default=None, metadata={"help": "step 2 rate of 'lora' (None: its default)"})
     sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "sampling"})
     onset_tolerance: float = field(default=DEFAULT_ONSET_TOLERANCE, metadata={"help": "onset match window (s)"})
-    max_seconds: float = field(default=30.0, metadata={"help": "longest clip accepted"})
+    max_seconds: float = field(default=MAX_SECONDS, metadata={"help": "longest clip accepted"})
     fixed_eta_holdout: str | None = field(
         default=None, metadata={"help": "results.json of a run on other clips to choose the fixed values on"}
     )
@@ -143,25 +145,14 @@ class EvalClip:
         return self.row.clip_id
 
 
-def load_clips(rows: Sequence[ManifestRow], max_seconds: float = 30.0) -> list[EvalClip]:
+def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) -> list[EvalClip]:
     """Read every clip and resolve inpainting masks; one InputError lists every bad row."""
     clips, errors = [], []
     for row in rows:
         try:
             clip = load_audio(row.audio, max_seconds=max_seconds)
-            mask = None
-            if row.edit_type == "inpainting":
-                if row.mask:
-                    mask = validate_ranges(row.mask, clip.duration)
-                else:
-                    mask = find_silence_gaps(clip.samples, clip.sample_rate)
-                    if not mask:
-                        raise InputError("no silent gap of 0.25 s or more to inpaint; give the region in a mask column")
-                    logger.info(
-                        "%s: inpainting the silent gaps %s",
-                        row.clip_id,
-                        ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in mask),
-                    )
+            mask = resolve_mask(row.edit_type, row.mask, clip.samples, clip.sample_rate,
+                                hint="in a mask column", name=row.clip_id)
             clips.append(EvalClip(row, clip, mask, samples_sha256(clip.samples)))
         except InputError as exc:
             errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
@@ -363,31 +354,10 @@ def _bundle_matches(path: Path, config: EvalConfig, clip: EvalClip, method: str)
 def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, method: str, progress: bool) -> Path:
     """The clip's bundle for ``method``: reused when it matches the settings, else fitted and saved."""
     path = root / "bundles" / clip.clip_id / method
-    if _bundle_matches(path, config, clip, method):
-        return path
-    backbone = res.backbone
-    prepared = prepare_input(backbone, clip.clip)
-    result = fit(
-        backbone,
-        prepared.wave,
-        clip.row.target_prompt,
-        config.fit_config(method),
-        latent_weight=latent_weight(backbone, clip.clip, clip.mask),
-        progress=progress,
-    )
-    logger.info("%s: %s fit in %.1f s", clip.clip_id, method, result.seconds)
-    if backbone.device.type != "cpu":  # the fit moved the frozen parts off the accelerator; sampling wants them
-        backbone.offload_frozen(backbone.device)
-    return save_bundle(
-        path,
-        result,
-        backbone.info,
-        clip.clip,
-        target_prompt=clip.row.target_prompt,
-        edit_type=clip.row.edit_type,
-        mask=clip.mask,
-        overwrite=True,
-    )
+    if not _bundle_matches(path, config, clip, method):
+        fit_clip(res.backbone, clip.clip, clip.row.target_prompt, config.fit_config(method), path,
+                 edit_type=clip.row.edit_type, mask=clip.mask, overwrite=True, progress=progress)
+    return path
 
 
 def _make(

@@ -15,13 +15,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bundle import EDIT_TYPES
 from .errors import InputError
+from .inputs import EDIT_TYPES, MAX_PROMPT
 from .masks import Range, merge_ranges, parse_mask
 
 REQUIRED_COLUMNS = ("id", "edit_type", "audio", "target_prompt")
 MAX_CLIP_ID = 128
-MAX_PROMPT = 500
 _CLIP_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

@@ -7,6 +7,7 @@ everything outside them sample for sample (:func:`composite`).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Iterable, Sequence
@@ -16,7 +17,12 @@ import torch
 
 from nrt.errors import InputError
 
+logger = logging.getLogger(__name__)
+
 Range = tuple[float, float]
+
+# The shortest run of digital silence that an inpainting edit without a mask fills, in seconds.
+MIN_GAP = 0.25
 
 # Below one step of 16-bit audio: exactly zero in a 16-bit file, and in any deeper file it is
 # what would round to zero if it were written at 16 bits. Blanked gaps are digital silence.
@@ -124,7 +130,7 @@ def ranges_to_latent_mask(ranges: Iterable[Range], num_latent_frames: int, frame
     return mask
 
 
-def find_silence_gaps(samples: np.ndarray, sample_rate: int, min_gap: float = 0.25) -> list[Range]:
+def find_silence_gaps(samples: np.ndarray, sample_rate: int, min_gap: float = MIN_GAP) -> list[Range]:
     """Runs of digital silence of at least ``min_gap`` seconds, as ``(start, end)`` in seconds.
 
     A frame is silent when every channel is below one 16-bit step (``|x| < 1/32768``): exactly
@@ -145,6 +151,34 @@ def find_silence_gaps(samples: np.ndarray, sample_rate: int, min_gap: float = 0.
         for a, b in zip(starts, stops)
         if b - a >= min_frames - _EDGE_TOLERANCE
     ]
+
+
+def resolve_mask(
+    edit_type: str,
+    ranges: Iterable[Range] | None,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    hint: str,
+    name: str | None = None,
+) -> list[Range] | None:
+    """The inpainting ranges of a clip: None for other edits, else ``ranges`` checked against it.
+
+    An inpainting edit given no ranges fills the clip's silent gaps (:func:`find_silence_gaps`)
+    and logs them, under ``name`` where given; with none to fill, the :class:`InputError` ends with
+    ``hint``, which says how to give the region (``"with --mask START-END"``).
+    """
+    if edit_type != "inpainting":
+        return None
+    ranges = list(ranges or [])
+    if ranges:
+        return validate_ranges(ranges, len(samples) / sample_rate)
+    gaps = find_silence_gaps(samples, sample_rate)
+    if not gaps:
+        raise InputError(f"no silent gap of {MIN_GAP:g} s or more to inpaint; give the region {hint}")
+    found = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in gaps)
+    logger.info("%sinpainting the silent gaps %s", f"{name}: " if name else "", found)
+    return gaps
 
 
 def _raised_cosine(length: int) -> np.ndarray:

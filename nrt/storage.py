@@ -17,7 +17,7 @@ The root is a local directory or an ``s3://``/``gs://`` URI (through fsspec wher
 filesystem package is installed, else through pyarrow, which Ray already brings).
 
 Readers never see a partial write. Locally every file is written under a temporary name and
-renamed into place. Object stores have no rename, but an object appears whole or not at all:
+renamed into place, and a folder is swapped in whole (:mod:`nrt.files`). Object stores have no rename, but an object appears whole or not at all:
 there the payload goes first and the small JSON that makes it visible (``bundle.json``, the
 registry entry) last, and readers accept only entries whose JSON is present and whose listed
 files exist.

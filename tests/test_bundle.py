@@ -1,4 +1,4 @@
-"""Bundles: atomic, safetensors only, bit-exact round trips, refused when foreign."""
+"""Bundles: atomic, safetensors only, bit-exact round trips, refused when foreign; and fit_clip, which makes them."""
 
 import json
 import subprocess
@@ -15,6 +15,7 @@ from nrt.bundle import FORMAT_VERSION, load_bundle, read_meta, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.errors import BundleError
 from nrt.fit import FitConfig, fit
+from nrt.fit_clip import fit_clip
 from nrt.sample import SampleConfig
 
 
@@ -141,3 +142,51 @@ def test_nothing_is_unpickled(backbone, fitted, tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     assert load_bundle(path).e_opt.embeds.shape == result.e_opt.embeds.shape
+
+
+FAST = FitConfig(embed_steps=3, tune_steps=3)
+
+
+def test_fit_clip_saves_what_the_fit_made(backbone, tone_wav, tmp_path):
+    clip = load_audio(tone_wav)
+    mask = [(0.25, 0.5)]
+    result = fit_clip(backbone, clip, "beeps and rain", FAST, tmp_path / "b", edit_type="inpainting",
+                      mask=mask, progress=False)
+    bundle = load_bundle(tmp_path / "b", backbone.info)
+    assert torch.equal(bundle.e_opt.embeds, result.e_opt.embeds)
+    assert all(torch.equal(bundle.unet_state[k], v) for k, v in result.unet_state.items())
+    assert bundle.meta["edit_type"] == "inpainting" and bundle.mask == mask
+    assert bundle.prompt == "beeps and rain" and bundle.meta["fit"] == FAST.to_dict()
+    assert np.array_equal(bundle.input.samples, clip.samples)
+    # the masked range is kept out of the loss: the same fit without the mask ends elsewhere
+    unmasked = fit_clip(backbone, clip, "beeps and rain", FAST, tmp_path / "c", progress=False)
+    assert unmasked.losses["probe_e_tgt"] != result.losses["probe_e_tgt"]
+
+
+def test_fit_clip_checks_the_target_before_fitting(backbone, tone_wav, tmp_path, monkeypatch):
+    import nrt.fit_clip
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran before the target was checked")
+
+    monkeypatch.setattr(nrt.fit_clip, "fit", no_fit)
+    clip = load_audio(tone_wav)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BundleError, match="exists already"):
+        fit_clip(backbone, clip, "x", FAST, tmp_path / "taken", progress=False)
+    with pytest.raises(ValueError, match="'remix'"):
+        fit_clip(backbone, clip, "x", FAST, tmp_path / "new", edit_type="remix", progress=False)
+
+
+def test_fit_clip_writes_nothing_when_the_check_refuses(backbone, tone_wav, tmp_path):
+    seen = []
+
+    def refuse(result):
+        seen.append(result)
+        raise RuntimeError("diverged")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="diverged"):
+        fit_clip(backbone, load_audio(tone_wav), "x", FAST, out / "b", check=refuse, progress=False)
+    assert len(seen) == 1 and list(out.iterdir()) == []

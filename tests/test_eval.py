@@ -164,7 +164,7 @@ def test_rerun_skips_what_is_on_disk(run: tuple[Path, Path], tmp_path: Path, mon
     output = tmp_path / "out"
     shutil.copytree(first, output)
     mtimes = {p: p.stat().st_mtime_ns for p in output.rglob("*.wav")}
-    calls: dict[str, list] = {"fit": [], "generate": [], "sdedit": [], "text_to_audio": []}
+    calls: dict[str, list] = {"fit_clip": [], "generate": [], "sdedit": [], "text_to_audio": []}
     for name in calls:
         real = getattr(nrt.evaluate, name)
 
@@ -182,7 +182,7 @@ def test_rerun_skips_what_is_on_disk(run: tuple[Path, Path], tmp_path: Path, mon
 
     # 2. One more η: the bundles are reused, only the new η is generated
     assert main(["eval", str(manifest), "-o", str(output), *FAST, "--etas", "0", "0.25", "0.5", "1"]) == 0
-    assert not calls["fit"] and not calls["sdedit"] and not calls["text_to_audio"]
+    assert not calls["fit_clip"] and not calls["sdedit"] and not calls["text_to_audio"]
     assert sorted(call[2] for call in calls["generate"]) == [[0.25]] * 4  # 2 clips x full, lora
     assert (output / "audio" / "add-1" / "lora-0.25.wav").is_file()
 

@@ -11,6 +11,7 @@ from nrt.masks import (
     parse_mask,
     ranges_to_latent_mask,
     ranges_to_sample_mask,
+    resolve_mask,
     validate_ranges,
 )
 
@@ -187,3 +188,22 @@ def test_composite_refuses_mismatched_shapes():
     original, generated = _pair()
     with pytest.raises(ValueError, match="shape"):
         composite(original, generated[:-1], [(0.5, 1.0)], 16000)
+
+
+def test_resolve_mask_checks_given_ranges_or_finds_the_gaps(caplog):
+    samples = _clip_with_gaps()
+    assert resolve_mask("addition", None, samples, 16000, hint="with --mask START-END") is None
+    given = resolve_mask("inpainting", [(2.5, 9.0), (0.1, 0.3), (0.2, 0.4)], samples, 16000, hint="-")
+    assert given == validate_ranges([(0.1, 0.4), (2.5, 9.0)], len(samples) / 16000)
+    with caplog.at_level("INFO", logger="nrt.masks"):
+        gaps = resolve_mask("inpainting", [], samples, 16000, hint="-", name="clip-7")
+    assert gaps == find_silence_gaps(samples, 16000)
+    assert "clip-7: inpainting the silent gaps" in caplog.text
+
+
+def test_resolve_mask_without_a_gap_says_how_to_give_one():
+    audible = np.full((16000, 1), 0.1, dtype=np.float32)
+    with pytest.raises(InputError, match=r"no silent gap of 0.25 s or more to inpaint; give the region in a mask column"):
+        resolve_mask("inpainting", None, audible, 16000, hint="in a mask column")
+    with pytest.raises(InputError, match="starts past the end of the clip"):
+        resolve_mask("inpainting", [(2.0, 3.0)], audible, 16000, hint="-")

@@ -38,11 +38,12 @@ from typing import Literal
 
 import numpy as np
 
+from ..inputs import EDIT_TYPES
+
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 2.56  # 40960 samples at 16 kHz
 PEAK = 0.9  # the peak of every rendered mix
 MAX_EVENTS = 3
-EDIT_TYPES = ("addition", "style_transfer", "inpainting")
 
 _FADE_SECONDS = 0.004  # long enough to hide the step of a cut, short enough to keep attacks sharp
 _TABLE_SIZE = 4096  # wavetable length; a power of two so indices wrap with a bit mask

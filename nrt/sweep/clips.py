@@ -18,6 +18,7 @@ from ..audio import AudioClip, load_audio
 from ..bundle import samples_sha256
 from ..errors import InputError
 from ..evaluate import load_clips
+from ..inputs import MAX_SECONDS
 from ..manifest import ManifestRow, read_manifest
 from ..storage import Storage
 
@@ -67,12 +68,12 @@ class ManifestClip:
     line: int
 
 
-def read_clips(manifest: str | os.PathLike, max_seconds: float = 30.0) -> list[ManifestClip]:
+def read_clips(manifest: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> list[ManifestClip]:
     """Every row of ``manifest`` with its audio read; one InputError lists every bad row."""
     return check_rows(read_manifest(manifest), max_seconds)
 
 
-def check_rows(rows: Sequence[ManifestRow], max_seconds: float = 30.0) -> list[ManifestClip]:
+def check_rows(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) -> list[ManifestClip]:
     """Rows (of a manifest, or made for one upload) with their audio read and masks resolved."""
     clips = load_clips(rows, max_seconds=max_seconds)
     out = []

@@ -17,13 +17,16 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from ..errors import NrtError
 from ..storage import Storage, bundle_ready, bundle_rel, new_attempt_rel
 from .clips import ClipJob, load_clip_audio
+
+if TYPE_CHECKING:
+    from ..fit import FitResult
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +81,8 @@ def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
                model: str, dtype: str, device: str) -> dict[str, Any]:
     """Fit ``job`` with the settings ``fit`` and publish the bundle; reuse it when it exists."""
     from ..backbones import load_backbone
-    from ..bundle import save_bundle
-    from ..edit import latent_weight, prepare_input
     from ..fit import FitConfig
-    from ..fit import fit as run_fit
+    from ..fit_clip import fit_clip
 
     rel = bundle_rel(job.clip_id, key)
     if bundle_ready(storage, rel):
@@ -89,22 +90,21 @@ def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
     started = time.time()
     attempt = new_attempt_rel(job.clip_id, key)
     _attempt(storage, attempt, "running", started, fit=fit)
+
+    def refuse_diverged(result: FitResult) -> None:
+        bad = [name for name, value in result.losses.items() if not math.isfinite(value)]
+        if bad:
+            raise FitDiverged(f"fit of {job.clip_id} ({key}) diverged: {', '.join(bad)} not finite; lower the learning rates")
+
     try:
         use_assigned_cpus()
         config = FitConfig(**fit)
         backbone = load_backbone(model, device=worker_device(device), dtype=dtype)
         clip = load_clip_audio(storage, job)
-        prepared = prepare_input(backbone, clip)
-        mask = None if job.mask is None else [tuple(r) for r in job.mask]
-        result = run_fit(backbone, prepared.wave, job.target_prompt, config,
-                         latent_weight=latent_weight(backbone, clip, mask), progress=False)
-        bad = [name for name, value in result.losses.items() if not math.isfinite(value)]
-        if bad:
-            raise FitDiverged(f"fit of {job.clip_id} ({key}) diverged: {', '.join(bad)} not finite; lower the learning rates")
         with tempfile.TemporaryDirectory(prefix="nrt-bundle-") as tmp:
             local = storage.local_path(rel) if storage.is_local else f"{tmp}/bundle"
-            save_bundle(local, result, backbone.info, clip, target_prompt=job.target_prompt,
-                        edit_type=job.edit_type, mask=mask, overwrite=True)
+            result = fit_clip(backbone, clip, job.target_prompt, config, local, edit_type=job.edit_type,
+                              mask=job.mask, overwrite=True, check=refuse_diverged, progress=False)
             if not storage.is_local:
                 storage.put_dir(local, rel, index="bundle.json")
     except BaseException as exc:
