@@ -112,20 +112,11 @@ def _adapter(
 def remove_adapter(unet: torch.nn.Module) -> None:
     """Take the adapter out and put the original layers back, so the UNet is as it was.
 
-    peft's ``delete_adapters`` leaves its wrapper layers in place, which renames every
-    wrapped weight (``to_q.weight`` becomes ``to_q.base_layer.weight``).
+    diffusers' ``unload_lora`` replaces every peft wrapper by the layer it wrapped; peft's
+    ``delete_adapters`` alone would leave the wrappers in place, which renames every wrapped
+    weight (``to_q.weight`` becomes ``to_q.base_layer.weight``).
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    unet.delete_adapters(ADAPTER)
-    for name, module in list(unet.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            parent_name, _, child = name.rpartition(".")
-            parent = unet.get_submodule(parent_name) if parent_name else unet
-            setattr(parent, child, module.get_base_layer())
-    unet._hf_peft_config_loaded = False
-    if hasattr(unet, "peft_config"):
-        del unet.peft_config
+    unet.unload_lora()
 
 
 def _trained_state(unet: torch.nn.Module, method: str) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+# How long a test waits for work (an edit, a job, a trial) before calling it a hang. Tests wait on
+# a state, never on a budget sized for an idle machine: only a hang outlasts this.
+HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

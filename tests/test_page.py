@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import write_tone_clip  # noqa: E402
+from conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -142,7 +142,7 @@ def press_edit(page, eta: str | None = None) -> str:
         page.get_by_label("η value").fill(eta)
     page.get_by_role("button", name="Edit", exact=True).click()
     page.wait_for_function("(before) => { const src = document.getElementById('edit-audio').src; "
-                           "return src.startsWith('blob:') && src !== before; }", arg=before, timeout=60_000)
+                           "return src.startsWith('blob:') && src !== before; }", arg=before, timeout=HANG_SECONDS * 1000)
     return page.locator("#edit-audio").get_attribute("src")
 
 
@@ -299,7 +299,7 @@ def test_the_page_works_by_keyboard_alone_and_names_its_controls(browser, servic
     expect(page.get_by_label("η value")).to_have_value("0.52")
     tab_to("#edit-button")
     page.keyboard.press("Enter")
-    expect(page.locator("#result")).to_contain_text("η 0.52", timeout=60_000)
+    expect(page.locator("#result")).to_contain_text("η 0.52", timeout=HANG_SECONDS * 1000)
 
     assert page.evaluate(UNLABELLED) == []
     assert page.locator("header").count() == 1 and page.locator("main").count() == 1
@@ -334,7 +334,7 @@ def screenshot(page, path: Path) -> None:
 # -- the upload, at its end ----------------------------------------------------------------------------
 def test_the_uploaded_clip_comes_into_the_list_when_its_job_is_done(page, js_errors):
     job = page.locator("#jobs li").first
-    expect(job).to_contain_text(re.compile(r"Clip uploaded: (done|failed)"), timeout=90_000)
+    expect(job).to_contain_text(re.compile(r"Clip uploaded: (done|failed)"), timeout=HANG_SECONDS * 1000)
     expect(job).to_contain_text("Clip uploaded: done")
     expect(job.locator("progress")).to_have_attribute("value", "1")
     expect(page.locator('#clip-list button[data-clip="uploaded"]')).to_contain_text("a beep and a cat")

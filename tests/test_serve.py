@@ -17,7 +17,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import write_tone_clip  # noqa: E402
+from conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("fastapi")
@@ -90,7 +90,7 @@ def upload(service, tmp_path_factory):
 
 def edit(service, clip_id: str = "beep", **body) -> requests.Response:
     url, session = service
-    return session.post(f"{url}/v1/clips/{clip_id}/edits", json=body or None, timeout=120)
+    return session.post(f"{url}/v1/clips/{clip_id}/edits", json=body or None, timeout=HANG_SECONDS)
 
 
 def assert_error(response: requests.Response, status: int) -> dict:
@@ -259,7 +259,7 @@ def test_edits_past_the_queue_get_503_not_a_hang(service):
     slow = {"steps": 100, "seed": 3}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(edit, service, "beep", **slow) for _ in range(8)]
-        responses = [f.result(timeout=300) for f in futures]
+        responses = [f.result(timeout=HANG_SECONDS) for f in futures]
     statuses = sorted(r.status_code for r in responses)
     assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
     for response in responses:
@@ -272,7 +272,7 @@ def test_the_load_script_reports_no_errors(service, capsys):
     url, _ = service
     load = load_module("serve_load", ROOT / "serve" / "load.py")
     code = load.main(["--url", url, "--clip", "beep", "--requests", "6", "--concurrency", "2", "--token", TOKEN,
-                      "--duration", "120", "--timeout", "120"])
+                      "--duration", str(HANG_SECONDS), "--timeout", str(HANG_SECONDS)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "requests: 6 " in out and "ok: 6" in out and "errors: 0" in out and "503s: 0" in out
@@ -336,7 +336,7 @@ def test_an_uploaded_clip_goes_from_job_to_editable(service, upload):
     assert_error(session.get(f"{url}/v1/jobs/{'0' * 32}"), 404)
     assert_error(_upload(service, audio=wav.read_bytes(), clip_id="uploaded"), 409)  # being fitted
 
-    seen, deadline = [], time.time() + 300
+    seen, deadline = [], time.time() + HANG_SECONDS
     while time.time() < deadline:
         status = session.get(f"{url}/v1/jobs/{created['job_id']}").json()
         if not seen or seen[-1] != status["state"]:

@@ -16,7 +16,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
+from conftest import HANG_SECONDS, SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
 
 from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR
@@ -206,7 +206,7 @@ def test_resume_after_the_driver_is_killed_refits_nothing(ray_local, manifest, t
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # kill it once Tune has checkpointed a finished trial: fits done, experiments part way
-        deadline = time.time() + 150
+        deadline = time.time() + HANG_SECONDS
         while time.time() < deadline and not _finished_trials(root):
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.5)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HANG_SECONDS
 
 from nrt.storage import Storage, read_registry_entry
 
@@ -59,7 +60,8 @@ def test_the_readme_sweep_finishes_every_clip(tmp_path: Path) -> None:
     numba_cache.mkdir()
     root = tmp_path / "results"
     done = subprocess.run([sys.executable, "tune/sweep.py", "--smoke-test", "--storage", str(root)], cwd=ROOT,
-                          env=_environment(numba_cache), capture_output=True, text=True, start_new_session=True)
+                          env=_environment(numba_cache), capture_output=True, text=True, start_new_session=True,
+                          timeout=HANG_SECONDS)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     _assert_every_example_done(root, numba_cache, output)
@@ -122,7 +124,7 @@ def test_the_cluster_path_ray_job_submit_finishes_every_clip(tmp_path: Path) -> 
         done = subprocess.run(
             ["ray", "job", "submit", "--address", head.address, "--working-dir", ".", "--",
              "python", "tune/sweep.py", "--smoke-test", "--storage", str(root)],
-            cwd=ROOT, env=env, capture_output=True, text=True,
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_SECONDS,
         )
     finally:
         head.stop()
@@ -164,6 +166,7 @@ def test_a_sweep_whose_trials_all_crash_stops_early_and_says_why(tmp_path: Path)
     import ray
 
     from conftest import smoke_config, write_manifest, write_tone_clip
+
     from nrt.sweep import run_sweep
     from nrt.sweep.search import Work
 
