@@ -18,9 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from .. import __version__
 from ..errors import InputError
@@ -37,9 +39,11 @@ from .errors import (
     TooLarge,
     Unauthorized,
 )
-from .jobs import ACTIVE, accept_upload, job_runner, job_status, read_job, upload_sweep
+from .jobs import ACTIVE, JOB_ID_PATTERN, accept_upload, job_runner, job_status, read_job, upload_sweep
 from .page import page_file
 from .schemas import (
+    CLIP_ID_PATTERN,
+    NOT_BLANK,
     ClipDetail,
     ClipList,
     ClipSummary,
@@ -65,14 +69,18 @@ EDIT_HEADERS = {
     "X-Nrt-Clap-Sum": "with scores: their sum", "X-Nrt-Clap-Model": "with scores: the CLAP model",
 }
 BODY_SLACK = 64 * 1024  # room for the multipart framing and the text fields around the audio
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the order Allow lists them in
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": CODES.get(code, "error")} for code in codes}
 
 
+# The pattern is stated, not checked here: validate_clip_id checks it and says what is wrong.
 ClipId = Annotated[str, Path(description="the clip's id: letters, digits, '-', '_', '.'; no leading dot",
-                             max_length=MAX_CLIP_ID)]
+                             max_length=MAX_CLIP_ID, json_schema_extra={"pattern": CLIP_ID_PATTERN})]
+JobId = Annotated[str, Path(description="the job id POST /v1/clips returned (32 hexadecimal digits)",
+                            json_schema_extra={"pattern": JOB_ID_PATTERN})]
 
 
 class BodyLimit:
@@ -111,6 +119,17 @@ class BodyLimit:
 
 def _error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """``Allow`` for the request's path: the methods of every route that takes the path, and OPTIONS."""
+    methods = {"OPTIONS"}
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    order = {method: i for i, method in enumerate(METHODS)}
+    return ", ".join(sorted(methods, key=lambda method: (order.get(method, len(order)), method)))
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
@@ -166,9 +185,14 @@ def create_app(service: "Ingress") -> FastAPI:
                             status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # the router names one route's methods; the path may have more
+            headers = {**(headers or {}), "Allow": _allowed_methods(app, request.scope)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
         return JSONResponse({"error": CODES.get(exc.status_code, "error"), "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
@@ -239,7 +263,7 @@ def create_app(service: "Ingress") -> FastAPI:
                                "description": "the edit, at the input's sample rate, length and channels",
                                "headers": {k: {"description": v, "schema": {"type": "string"}}
                                            for k, v in EDIT_HEADERS.items()}},
-                         **_errors(400, 401, 404, 409, 422, 503)},
+                         **_errors(400, 401, 404, 409, 413, 422, 503)},
               summary="Edit a clip: absent fields take the clip's best settings")
     async def edit(clip_id: ClipId, body: Annotated[EditRequest | None, Body()] = None) -> Response:
         request = body or EditRequest()
@@ -276,14 +300,17 @@ def create_app(service: "Ingress") -> FastAPI:
               summary="Upload a clip: it is fitted and searched in the background, then editable")
     async def upload(
         audio: Annotated[UploadFile, File(description=f"the recording (wav, flac, ogg, mp3), at most "
-                                                      f"{settings.max_upload_mb:g} MB and {settings.max_seconds:g} s")],
-        target_prompt: Annotated[str, Form(description="what the edit should sound like", min_length=1,
-                                           max_length=settings.max_prompt)],
+                                                      f"{settings.max_upload_mb:g} MB and {settings.max_seconds:g} s",
+                                          json_schema_extra={"minLength": 1, "maxLength": settings.max_upload_bytes})],
+        target_prompt: Annotated[str, Form(description="what the edit should sound like (not blank)", min_length=1,
+                                           max_length=settings.max_prompt, json_schema_extra={"pattern": NOT_BLANK})],
         edit_type: Annotated[EditType, Form(description="addition, style_transfer or inpainting")] = "addition",
-        mask: Annotated[str | None, Form(description="inpainting ranges in seconds, start-end joined by ';' "
-                                                     "(default: the input's silent gaps)", max_length=2000)] = None,
-        clip_id: Annotated[str | None, Form(description="id for the clip (default: from the file name)",
-                                            max_length=MAX_CLIP_ID)] = None,
+        mask: Annotated[str | None, Form(description="inpainting ranges in seconds, start-end joined by ';', with "
+                                                     "edit_type inpainting only (default: the input's silent gaps)",
+                                         max_length=2000)] = None,
+        clip_id: Annotated[Annotated[str, Field(json_schema_extra={"pattern": CLIP_ID_PATTERN})] | None,
+                           Form(description="id for the clip: letters, digits, '-', '_', '.'; no leading dot "
+                                            "(default: from the file name)", max_length=MAX_CLIP_ID)] = None,
     ) -> dict[str, Any]:
         data = await audio.read(settings.max_upload_bytes + 1)
         runner = service.runner()
@@ -298,7 +325,7 @@ def create_app(service: "Ingress") -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=guarded, responses=_errors(401, 404),
              summary="Where an upload's fit and search are")
-    async def get_job(job_id: Annotated[str, Path(description="the job id POST /v1/clips returned")]) -> dict[str, Any]:
+    async def get_job(job_id: JobId) -> dict[str, Any]:
         record = await run_in_threadpool(read_job, service.storage, job_id)
         if record is None:
             raise NotFound(f"no job {job_id!r}")

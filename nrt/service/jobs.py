@@ -49,7 +49,7 @@ NAMESPACE = "nrt"
 ACTIVE = ("queued", "fitting", "searching")
 MIN_SECONDS = 0.5  # the CLI's shortest input
 SUFFIXES = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"  # uuid4().hex
 _ROW_PREFIX = re.compile(r"^\d+ bad clips?: line \d+ \('[^']*'\): ")
 
 
@@ -117,7 +117,7 @@ def job_rel(job_id: str) -> str:
 
 
 def is_job_id(text: str) -> bool:
-    return bool(_JOB_ID.match(text))
+    return re.fullmatch(JOB_ID_PATTERN, text) is not None
 
 
 def stage_upload(storage: Storage, clip: ManifestClip) -> dict[str, Any]:
