@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -27,7 +27,7 @@ from nrt.inputs import MAX_SECONDS, MIN_SECONDS
 
 logger = logging.getLogger(__name__)
 
-AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
+AudioSource = str | os.PathLike | bytes | BinaryIO
 
 # Output containers, keyed by file extension. Reading accepts whatever libsndfile reads.
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}

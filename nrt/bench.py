@@ -16,8 +16,8 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
-from typing import Callable, Iterator
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel

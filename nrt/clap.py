@@ -57,9 +57,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
@@ -276,9 +277,9 @@ class ClapScorer(WindowedClapScorer):
 
     def __init__(
         self,
-        model: "ClapModel",
-        feature_extractor: "ClapFeatureExtractor",
-        tokenizer: "PreTrainedTokenizerBase",
+        model: ClapModel,
+        feature_extractor: ClapFeatureExtractor,
+        tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 8,
         band_limit_rate: int | None = None,
     ) -> None:
@@ -302,7 +303,7 @@ class ClapScorer(WindowedClapScorer):
         dtype: torch.dtype | str | None = None,
         batch_size: int = 8,
         band_limit_rate: int | None = None,
-    ) -> "ClapScorer":
+    ) -> ClapScorer:
         """Load a ``ClapModel`` checkpoint: a hub id, a local directory, or ``"tiny"``.
 
         Raises :class:`~nrt.errors.ModelNotFoundError` at once, in one line, for a name that is
@@ -428,7 +429,7 @@ def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     return value
 
 
-def _check_tokenizer(tokenizer: "PreTrainedTokenizerBase", vocab_size: int) -> None:
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> None:
     size = len(tokenizer)
     if size < max(MIN_TOKENIZER_SIZE, vocab_size // 2) or size > vocab_size:
         raise NrtError(
@@ -488,29 +489,10 @@ def _tiny_in_cache() -> Path:
 
 # The tiny model
 
-_SOURCES = (
-    "dog cat bird birds crow owl rooster cow horse sheep goat pig frog cricket insects bee fly "
-    "man woman child baby people crowd audience choir singer speaker engine car truck bus train "
-    "motorcycle airplane helicopter boat siren horn alarm bell clock phone door window drawer "
-    "footsteps keyboard typewriter printer drill saw hammer vacuum blender microwave kettle "
-    "faucet water rain thunder wind waves stream river fire fireworks gunshot explosion piano "
-    "guitar violin drum drums trumpet flute saxophone organ harp whistle applause laughter"
-).split()
-_ACTIONS = (
-    "barks meows chirps sings caws hoots crows moos neighs bleats croaks buzzes talks speaks "
-    "shouts whispers laughs cries coughs sneezes claps walks runs idles revs accelerates passes "
-    "honks rings ticks beeps slams creaks opens closes types drills hammers hums whirs boils "
-    "drips pours falls blows crashes crackles splashes flows plays echoes fades rumbles roars"
-).split()
-_PLACES = (
-    "in a park|on a street|in the distance|in a small room|in a large hall|near a highway|in a "
-    "forest|at the beach|in a kitchen|in an office|at a train station|in a church|underwater|"
-    "in a cave|on a farm|in a stadium|outdoors|indoors|at night|in the rain"
-).split("|")
-_QUALITIES = (
-    "loud quiet soft distant nearby muffled echoing sharp harsh gentle steady repeated brief "
-    "long continuous intermittent rhythmic slow fast low high bright dark noisy clean"
-).split()
+_SOURCES = ["dog", "cat", "bird", "birds", "crow", "owl", "rooster", "cow", "horse", "sheep", "goat", "pig", "frog", "cricket", "insects", "bee", "fly", "man", "woman", "child", "baby", "people", "crowd", "audience", "choir", "singer", "speaker", "engine", "car", "truck", "bus", "train", "motorcycle", "airplane", "helicopter", "boat", "siren", "horn", "alarm", "bell", "clock", "phone", "door", "window", "drawer", "footsteps", "keyboard", "typewriter", "printer", "drill", "saw", "hammer", "vacuum", "blender", "microwave", "kettle", "faucet", "water", "rain", "thunder", "wind", "waves", "stream", "river", "fire", "fireworks", "gunshot", "explosion", "piano", "guitar", "violin", "drum", "drums", "trumpet", "flute", "saxophone", "organ", "harp", "whistle", "applause", "laughter"]
+_ACTIONS = ["barks", "meows", "chirps", "sings", "caws", "hoots", "crows", "moos", "neighs", "bleats", "croaks", "buzzes", "talks", "speaks", "shouts", "whispers", "laughs", "cries", "coughs", "sneezes", "claps", "walks", "runs", "idles", "revs", "accelerates", "passes", "honks", "rings", "ticks", "beeps", "slams", "creaks", "opens", "closes", "types", "drills", "hammers", "hums", "whirs", "boils", "drips", "pours", "falls", "blows", "crashes", "crackles", "splashes", "flows", "plays", "echoes", "fades", "rumbles", "roars"]
+_PLACES = ["in a park", "on a street", "in the distance", "in a small room", "in a large hall", "near a highway", "in a forest", "at the beach", "in a kitchen", "in an office", "at a train station", "in a church", "underwater", "in a cave", "on a farm", "in a stadium", "outdoors", "indoors", "at night", "in the rain"]
+_QUALITIES = ["loud", "quiet", "soft", "distant", "nearby", "muffled", "echoing", "sharp", "harsh", "gentle", "steady", "repeated", "brief", "long", "continuous", "intermittent", "rhythmic", "slow", "fast", "low", "high", "bright", "dark", "noisy", "clean"]
 
 
 def tiny_corpus() -> list[str]:

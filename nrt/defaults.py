@@ -9,9 +9,10 @@ a real backbone keeps the paper's. The CLI, the sweep, ``nrt eval`` and the serv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .clap import DEFAULT_MODEL as DEFAULT_CLAP
 

@@ -8,8 +8,8 @@ apart from a short crossfade inside each range's borders.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import ModelNotFoundError
 from .files import staging_dir, swap_dir

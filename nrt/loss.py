@@ -66,7 +66,7 @@ class ProbeSet:
     noise: torch.Tensor
 
     @classmethod
-    def make(cls, shape: torch.Size, num_train_timesteps: int, size: int = 8, seed: int = 1234) -> "ProbeSet":
+    def make(cls, shape: torch.Size, num_train_timesteps: int, size: int = 8, seed: int = 1234) -> ProbeSet:
         generator = torch.Generator().manual_seed(seed)
         # evenly spread timesteps, so the probe covers the schedule the way training does
         timesteps = torch.linspace(0, num_train_timesteps - 1, size).round().long()

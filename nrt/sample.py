@@ -7,8 +7,8 @@ seed s is the same whether it was made alone or in a batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler

@@ -6,7 +6,7 @@ It runs through the same backbone and sampler as the method, with the base UNet 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,9 +18,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import quote, urlsplit
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

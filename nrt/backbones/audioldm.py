@@ -30,8 +30,9 @@ import json
 import logging
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import diffusers
 import torch
@@ -112,7 +113,7 @@ class AudioLDMBackbone(MelLatentBackbone):
     def _frozen_modules(self) -> list[torch.nn.Module]:
         return [self.vae, self.vocoder, self.text_encoder]
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "AudioLDMBackbone":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> AudioLDMBackbone:
         super().to(device, dtype)
         place(self.text_encoder, device, dtype)
         self._null = None

@@ -8,8 +8,9 @@ the service only ever talk to a backbone through this interface.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -30,14 +31,14 @@ class Condition:
     def batch_size(self) -> int:
         return self.embeds.shape[0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Condition":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Condition:
         mask = None if self.mask is None else self.mask.to(device)
         return Condition(self.embeds.to(device=device, dtype=dtype), mask)
 
-    def detach(self) -> "Condition":
+    def detach(self) -> Condition:
         return replace(self, embeds=self.embeds.detach())
 
-    def repeat(self, n: int) -> "Condition":
+    def repeat(self, n: int) -> Condition:
         """Repeat a batch-of-one condition ``n`` times along the batch axis."""
         if self.batch_size != 1:
             raise ValueError(f"repeat() needs a batch of one, got {self.batch_size}")
@@ -46,7 +47,7 @@ class Condition:
         return Condition(self.embeds.repeat(*reps), mask)
 
     @staticmethod
-    def cat(conditions: Sequence["Condition"]) -> "Condition":
+    def cat(conditions: Sequence[Condition]) -> Condition:
         embeds = torch.cat([c.embeds for c in conditions])
         masks = [c.mask for c in conditions]
         mask = None if any(m is None for m in masks) else torch.cat(masks)
@@ -146,7 +147,7 @@ class Backbone(abc.ABC):
         return next(self.unet.parameters()).dtype
 
     @abc.abstractmethod
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Backbone":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Backbone:
         """Move every component."""
 
     @abc.abstractmethod

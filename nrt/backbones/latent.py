@@ -112,7 +112,7 @@ class MelLatentBackbone(Backbone):
     def _frozen_modules(self) -> list[torch.nn.Module]:
         return [self.vae, self.vocoder]
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MelLatentBackbone":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MelLatentBackbone:
         """Move everything to ``device``; ``dtype`` applies to the UNet only.
 
         The VAE and vocoder stay in float32: they run once per edit, and HiFi-GAN in half

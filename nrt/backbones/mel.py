@@ -38,7 +38,7 @@ class StftConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: dict) -> "StftConfig":
+    def from_dict(cls, data: dict) -> StftConfig:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

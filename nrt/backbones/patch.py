@@ -13,7 +13,8 @@ Both are chosen in ``vae_config.json`` (``"kind": "patch"``; ``"vocoder": {"kind
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -40,7 +41,7 @@ class PatchAutoencoder(torch.nn.Module):
         self.register_buffer("std", torch.ones(()))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "PatchAutoencoder":
+    def from_config(cls, config: Mapping[str, Any]) -> PatchAutoencoder:
         return cls(int(config["n_mels"]), int(config.get("patch", 4)), float(config.get("scaling_factor", 1.0)))
 
     @property
@@ -83,7 +84,7 @@ class GriffinLimVocoder(torch.nn.Module):
         self.register_buffer("window", front.window.clone(), persistent=False)
 
     @classmethod
-    def from_config(cls, stft: StftConfig, config: Mapping[str, Any]) -> "GriffinLimVocoder":
+    def from_config(cls, stft: StftConfig, config: Mapping[str, Any]) -> GriffinLimVocoder:
         return cls(stft, int(config.get("n_iter", 32)), float(config.get("momentum", 0.99)),
                    int(config.get("nnls_iter", 20)))
 

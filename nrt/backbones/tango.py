@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -117,7 +118,7 @@ class TangoBackbone(MelLatentBackbone):
     def _frozen_modules(self) -> list[torch.nn.Module]:
         return [self.vae, self.vocoder, self.text_encoder]
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "TangoBackbone":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TangoBackbone:
         super().to(device, dtype)
         place(self.text_encoder, device, dtype)
         self._null_cache.clear()

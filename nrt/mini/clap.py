@@ -28,10 +28,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def clap_config(vocab_size: int):
     )
 
 
-def feature_extractor() -> "ClapFeatureExtractor":
+def feature_extractor() -> ClapFeatureExtractor:
     """The 16 kHz, 64-mel, 3 s extractor (256 frames per window)."""
     from transformers import ClapFeatureExtractor
 
@@ -118,7 +119,7 @@ def feature_extractor() -> "ClapFeatureExtractor":
     )
 
 
-def tokenizer() -> "PreTrainedTokenizerBase":
+def tokenizer() -> PreTrainedTokenizerBase:
     """A RoBERTa BPE trained on the scenes' captions, every caption word included."""
     from .scenes import caption_corpus, caption_vocabulary
 
@@ -147,7 +148,7 @@ def build_clap(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def _save(
-    model: "ClapModel", tok: "PreTrainedTokenizerBase", extractor: "ClapFeatureExtractor", directory: Path
+    model: ClapModel, tok: PreTrainedTokenizerBase, extractor: ClapFeatureExtractor, directory: Path
 ) -> None:
     # float16 halves the file; the scorer loads it back as float32 (dtype None).
     model.to(torch.float16).save_pretrained(directory)
@@ -155,7 +156,7 @@ def _save(
     extractor.save_pretrained(directory)
 
 
-def load_parts(directory: str | os.PathLike) -> tuple["ClapModel", "PreTrainedTokenizerBase", "ClapFeatureExtractor"]:
+def load_parts(directory: str | os.PathLike) -> tuple[ClapModel, PreTrainedTokenizerBase, ClapFeatureExtractor]:
     """Model (float32), tokenizer and extractor of a directory written by :func:`build_clap`."""
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
@@ -166,7 +167,7 @@ def load_parts(directory: str | os.PathLike) -> tuple["ClapModel", "PreTrainedTo
 # Features
 
 
-def featurize(extractor: "ClapFeatureExtractor", waves: np.ndarray) -> np.ndarray:
+def featurize(extractor: ClapFeatureExtractor, waves: np.ndarray) -> np.ndarray:
     """``input_features`` [B, 1, frames, mels] of waves [B, T], float16, as :meth:`ClapScorer.features` gives them."""
     waves = np.asarray(waves, dtype=np.float32)
     if waves.ndim != 2 or waves.shape[1] == 0:
@@ -188,7 +189,7 @@ def featurize(extractor: "ClapFeatureExtractor", waves: np.ndarray) -> np.ndarra
     return np.asarray(inputs["input_features"], dtype=np.float32).astype(np.float16)
 
 
-def featurizer(extractor: "ClapFeatureExtractor") -> Callable[[np.ndarray], np.ndarray]:
+def featurizer(extractor: ClapFeatureExtractor) -> Callable[[np.ndarray], np.ndarray]:
     """:func:`featurize` bound to ``extractor``; picklable, for :class:`SceneBank` workers."""
     return functools.partial(featurize, extractor)
 
@@ -203,27 +204,27 @@ class ClapBatch:
     input_features: torch.Tensor  # [B, 1, frames, mels]
     positives: torch.Tensor  # [B, B] bool: caption i describes clip j (the diagonal, and same-content scenes)
 
-    def to(self, device: torch.device | str) -> "ClapBatch":
+    def to(self, device: torch.device | str) -> ClapBatch:
         return ClapBatch(
             *(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.input_features)),
             self.positives.to(device, non_blocking=True),
         )
 
 
-def tokenize(tok: "PreTrainedTokenizerBase", captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize(tok: PreTrainedTokenizerBase, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of captions, cut as the scorer cuts them."""
     tokens = tok(list(captions), padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt")
     return tokens["input_ids"], tokens["attention_mask"]
 
 
-def content_keys(scenes: Sequence["Scene"]) -> np.ndarray:
+def content_keys(scenes: Sequence[Scene]) -> np.ndarray:
     """An integer per scene, equal for scenes no caption can tell apart (their canonical wording)."""
     ids: dict[str, int] = {}
     return np.array([ids.setdefault(s.caption(0), len(ids)) for s in scenes], dtype=np.int64)
 
 
 def make_batch(
-    tok: "PreTrainedTokenizerBase", captions: Sequence[str], features: torch.Tensor, keys: np.ndarray
+    tok: PreTrainedTokenizerBase, captions: Sequence[str], features: torch.Tensor, keys: np.ndarray
 ) -> ClapBatch:
     """A :class:`ClapBatch` on the CPU; ``keys`` mark which clips share content (:func:`content_keys`)."""
     input_ids, attention_mask = tokenize(tok, captions)
@@ -231,7 +232,7 @@ def make_batch(
     return ClapBatch(input_ids, attention_mask, features.float(), keys[:, None] == keys[None, :])
 
 
-def clap_loss(model: "ClapModel", batch: ClapBatch) -> torch.Tensor:
+def clap_loss(model: ClapModel, batch: ClapBatch) -> torch.Tensor:
     """CLAP's symmetric InfoNCE: text->audio and audio->text cross-entropy, averaged.
 
     transformers' ``return_loss`` averages text->audio with itself (it transposes
@@ -256,7 +257,7 @@ def clap_loss(model: "ClapModel", batch: ClapBatch) -> torch.Tensor:
 
 
 def heldout_batch(
-    extractor: "ClapFeatureExtractor", tok: "PreTrainedTokenizerBase", n: int, variant: int = 1
+    extractor: ClapFeatureExtractor, tok: PreTrainedTokenizerBase, n: int, variant: int = 1
 ) -> ClapBatch:
     """The first ``n`` held-out scenes with wording ``variant``, as a CPU batch."""
     from .scenes import scene_for
@@ -268,7 +269,7 @@ def heldout_batch(
 
 
 @torch.no_grad()
-def evaluate_loss(model: "ClapModel", batch: ClapBatch) -> float:
+def evaluate_loss(model: ClapModel, batch: ClapBatch) -> float:
     """:func:`clap_loss` of ``batch`` in eval mode (running batch-norm statistics)."""
     was_training = model.training
     model.eval()
@@ -286,7 +287,7 @@ class BankBatches:
     """
 
     def __init__(
-        self, bank: "SceneBank", tok: "PreTrainedTokenizerBase", batch_size: int, device: torch.device, seed: int = 0
+        self, bank: SceneBank, tok: PreTrainedTokenizerBase, batch_size: int, device: torch.device, seed: int = 0
     ) -> None:
         if bank.features is None:
             raise ValueError("the scene bank has no features; build it with featurize=featurizer(extractor)")
@@ -422,7 +423,7 @@ def embedding_retrieval(text: torch.Tensor, audio: torch.Tensor, keys: torch.Ten
     }
 
 
-def retrieval_accuracy(scorer: "WindowedClapScorer", scenes: Sequence["Scene"], variant: int = 1) -> dict[str, float]:
+def retrieval_accuracy(scorer: WindowedClapScorer, scenes: Sequence[Scene], variant: int = 1) -> dict[str, float]:
     """``embedding_retrieval`` among ``scenes`` (held-out ones, say), captions in wording ``variant``.
 
     Scenes that differ only in what no caption says (timing, pitch within a word) share their

@@ -88,7 +88,7 @@ class TextToAudio(torch.nn.Module):
         self.text_encoder = text_encoder
 
     @classmethod
-    def create(cls, vocab_size: int, seed: int = 0) -> "TextToAudio":
+    def create(cls, vocab_size: int, seed: int = 0) -> TextToAudio:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return cls(UNet2DConditionModel(**UNET_CONFIG), T5EncoderModel(text_encoder_config(vocab_size)))

@@ -95,7 +95,7 @@ class ClipSlot:
     cached; the slot then swaps it in, so a cached clip id never serves a stale bundle.
     """
 
-    def __init__(self, clip_id: str, owner: "EditorCore") -> None:
+    def __init__(self, clip_id: str, owner: EditorCore) -> None:
         self.clip_id = clip_id
         self.owner = owner
         self.loaded: LoadedClip | None = None

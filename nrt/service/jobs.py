@@ -36,7 +36,15 @@ from ..manifest import ManifestRow, validate_clip_id
 from ..masks import merge_ranges, parse_mask
 from ..storage import Storage, read_registry_entry
 from ..sweep import (
-    PRESETS, ClipJob, ManifestClip, Resources, SweepConfig, check_rows, preset_fits, preset_space, stage_clip,
+    PRESETS,
+    ClipJob,
+    ManifestClip,
+    Resources,
+    SweepConfig,
+    check_rows,
+    preset_fits,
+    preset_space,
+    stage_clip,
 )
 from ..sweep.progress import ProgressBoard, board_name, write_status
 from ..sweep.search import open_study_storage, optuna_url, start_clip
@@ -233,7 +241,7 @@ def runner_name(storage: Storage) -> str:
     return "nrt-jobs-" + hashlib.sha256(storage.root.encode()).hexdigest()[:12]
 
 
-def job_runner(storage: Storage) -> "ray.actor.ActorHandle":
+def job_runner(storage: Storage) -> ray.actor.ActorHandle:
     """The storage root's job runner, started on first use; it outlives the ingress replicas."""
     return JobRunner.options(name=runner_name(storage), namespace=NAMESPACE, get_if_exists=True,
                              lifetime="detached").remote(storage.root)

@@ -63,7 +63,7 @@ class EditRequest(BaseModel):
 
 
     @model_validator(mode="after")
-    def _flac_is_pcm(self) -> "EditRequest":
+    def _flac_is_pcm(self) -> EditRequest:
         if self.format == "flac" and self.subtype == "FLOAT":
             raise ValueError("flac holds PCM_16 or PCM_24 samples, not FLOAT: ask for wav")
         return self

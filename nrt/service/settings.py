@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
 from ..defaults import model_defaults
@@ -115,7 +116,7 @@ class ServiceSettings:
         return int(self.max_upload_mb * 1_000_000)
 
     @classmethod
-    def from_env(cls, args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
+    def from_env(cls, args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         """Settings from ``args`` (``serve run`` key=value pairs), else ``NRT_<NAME>``, else defaults."""
         args = dict(args or {})
         environ = os.environ if environ is None else environ

@@ -232,7 +232,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "guidance": ["1:6"], "trials": 2},
 }
 
-def preset_space(preset: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, "Param"]:
+def preset_space(preset: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, Param]:
     """The searched parameters a preset names, each overridden by ``chosen[name]`` when given."""
     values = {**preset, **{n: v for n, v in (chosen or {}).items() if v is not None}}
     return {n: parse_param(n, values[n]) for n in SEARCHED if n in values}

@@ -68,7 +68,7 @@ class TrialsCrashed(Exception):
     """Every attempted trial of an experiment failed and none finished."""
 
     @classmethod
-    def from_guard(cls, guard: CrashGuard) -> "TrialsCrashed":
+    def from_guard(cls, guard: CrashGuard) -> TrialsCrashed:
         cause = describe_error(guard.first_error) if guard.first_error is not None else "no error recorded"
         return cls(f"the first {guard.failures} trial attempts failed and none finished, so the search was "
                    f"stopped rather than retried; the first failure: {cause}")
