@@ -7,34 +7,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import BundleError, InputError, ModelNotFoundError, NrtError
+from .commandline import HelpFormatter, Parser, run_command, setup_logging
+from .errors import InputError
 from .inputs import EDIT_TYPES, MAX_PROMPT, MAX_SECONDS
 
 logger = logging.getLogger("nrt")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"{self.prog}: {message}")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's default in its help, except ``None`` (there the help says what applies)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -221,15 +205,6 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 # -- commands ---------------------------------------------------------------------------------
-NOISY_LOGGERS = ("httpx", "urllib3", "filelock", "huggingface_hub", "diffusers", "transformers")
-
-
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def _load_backbone(args: argparse.Namespace):
     from .backbones import load_backbone
 
@@ -486,28 +461,10 @@ COMMANDS = {
 }
 
 
-def run_command(prog: str, body: Callable[[], int], interrupted: str = "interrupted") -> int:
-    """Run a command's body with nrt's exit codes: 2 and one line for bad input, 1 for the rest."""
-    try:
-        return body()
-    except (InputError, ModelNotFoundError, BundleError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
-    except Exception as exc:  # anything else is nrt's fault, not the user's
-        if os.environ.get("NRT_DEBUG"):
-            raise
-        kind = "" if isinstance(exc, NrtError) else f"{type(exc).__name__}: "
-        print(f"{prog}: error: {kind}{exc} (set NRT_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = build_parser().parse_args(argv)
-        _setup_logging(getattr(args, "quiet", False))
+        setup_logging(getattr(args, "quiet", False))
         return COMMANDS[args.command](args)
 
     return run_command("nrt", body)

@@ -19,7 +19,7 @@ import time
 
 def main(argv=None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray, reachable from this machine only
-    from nrt.cli import HelpFormatter
+    from nrt.commandline import HelpFormatter
     from nrt.sweep.scaling import ScalingSetup, run_scaling
 
     d = ScalingSetup()

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
-from nrt.cli import NOISY_LOGGERS, HelpFormatter, Parser, run_command
+from nrt.commandline import NOISY_LOGGERS, HelpFormatter, Parser, run_command
 from nrt.defaults import model_defaults
 from nrt.fit import FitConfig
 

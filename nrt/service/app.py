@@ -13,6 +13,7 @@ import ray
 from ray import serve
 from ray.serve import Application
 
+from ..runtime import connect
 from .api import Ingress
 from .editor import Editor
 from .settings import ServiceSettings
@@ -66,8 +67,6 @@ def start_local(settings: ServiceSettings) -> bool:
     unless Ray runs in this process already. True when started here."""
     if ray.is_initialized():
         return False
-    from ..sweep.runner import connect
-
     connect(log_to_driver=True)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     return True

@@ -31,9 +31,9 @@ from ..bundle import Bundle, load_bundle
 from ..edit import PreparedBundle, check_etas
 from ..errors import BundleError, InputError
 from ..finetune import fitted_unet
+from ..runtime import free_accelerator, use_assigned_cpus
 from ..sample import SampleConfig, check_seed
 from ..storage import Storage, fetch_dir
-from ..sweep.fits import free_accelerator, use_assigned_cpus
 from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..fit import FitConfig
 from ..manifest import ManifestRow, validate_clip_id
 from ..masks import merge_ranges, parse_mask
+from ..runtime import NAMESPACE
 from ..storage import Storage, read_registry_entry
 from ..sweep import (
     PRESETS,
@@ -53,7 +54,6 @@ from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "nrt"
 ACTIVE = ("queued", "fitting", "searching")
 MIN_SECONDS = 0.5  # the CLI's shortest input
 SUFFIXES = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}

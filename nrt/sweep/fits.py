@@ -9,7 +9,6 @@ Every attempt leaves a small record under ``fits/<clip_id>/<fit_key>/`` (host, s
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 import math
 import socket
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from ..errors import NrtError
+from ..runtime import NAMESPACE, free_accelerator, use_assigned_cpus, worker_device
 from ..storage import Storage, bundle_ready, bundle_rel, new_attempt_rel
 from .clips import ClipJob, load_clip_audio
 
@@ -31,40 +31,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COORDINATOR = "nrt-fit-coordinator"
-NAMESPACE = "nrt"
 
 
 class FitDiverged(NrtError):
     """A fit whose losses are not finite: its bundle would edit nothing but noise."""
-
-
-def worker_device(preference: str) -> str:
-    """``cuda`` where this worker was given a GPU that torch can see, else ``cpu``."""
-    import torch
-
-    if preference == "cpu":
-        return "cpu"
-    if torch.cuda.is_available() and ray.get_gpu_ids():
-        return "cuda"
-    if preference == "cuda":
-        raise NrtError("the sweep asked for --device cuda, but this worker has no CUDA device")
-    return "cpu"
-
-
-def use_assigned_cpus() -> None:
-    """One torch thread per CPU Ray gave this worker (more only fight over the same cores)."""
-    import torch
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
-
-
-def free_accelerator() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _attempt(storage: Storage, rel: str, state: str, started: float, **info: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from ..runtime import NAMESPACE
 from ..storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ def board_name(storage: Storage) -> str:
 
 
 def open_board(storage: Storage) -> ray.actor.ActorHandle:
-    return ProgressBoard.options(name=board_name(storage), namespace="nrt", get_if_exists=True).remote()
+    return ProgressBoard.options(name=board_name(storage), namespace=NAMESPACE, get_if_exists=True).remote()
 
 
 def _board(name: str):
     try:
-        return ray.get_actor(name, namespace="nrt")
+        return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         return None
 

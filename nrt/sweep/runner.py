@@ -18,6 +18,7 @@ from typing import Any
 import ray
 
 from ..errors import InputError
+from ..runtime import connect
 from ..storage import Storage, read_registry_entry
 from .clips import ManifestClip, read_clips, stage_clip
 from .config import SweepConfig
@@ -40,21 +41,6 @@ class SweepResult:
     @property
     def failed(self) -> list[str]:
         return [r["clip_id"] for r in self.rows if r["status"] == "failed"]
-
-
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
-            log_to_driver: bool = False) -> bool:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), or
-    start a local Ray. True when Ray was started here, to be shut down when the sweep ends."""
-    if ray.is_initialized():
-        return False
-    common = {"log_to_driver": log_to_driver, "namespace": "nrt"}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **common)
-    else:
-        # "local" starts a fresh Ray instead of joining whatever /tmp/ray/ray_current_cluster names
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **common)
-    return True
 
 
 def _previous(storage: Storage, clips: Sequence[ManifestClip], model: str) -> tuple[dict[str, dict], list[str]]:
@@ -120,70 +106,83 @@ def run_sweep(
     # 3. Ray, and what the work may ask of it
     started_ray = connect(address, num_cpus, num_gpus, log_to_driver)
     try:
-        return _drive(todo, finished, config, storage, work, say, started, poll_seconds, clips)
+        return SweepDriver(config, storage, work, say, poll_seconds).run(todo, finished, clips, started)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _drive(todo, finished, config, storage, work, say, started, poll_seconds, clips) -> SweepResult:
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
-    config = replace(config, resources=replace(config.resources, gpu=use_gpu))
+class SweepDriver:
+    """Keeps a window of clip driver tasks in flight, relays their progress, gathers their rows."""
 
-    def window() -> int:
+    def __init__(self, config: SweepConfig, storage: Storage, work: Work, say: Callable[[str], None],
+                 poll_seconds: float) -> None:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        self.use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
+        self.config = replace(config, resources=replace(config.resources, gpu=self.use_gpu))
+        self.storage = storage
+        self.work = work
+        self.say = say
+        self.poll_seconds = poll_seconds
+        self._version = -1
+        self._shown: dict[str, str] = {}
+
+    def window(self) -> int:
         """Clips in flight: two per GPU (one fitting, one searching), or one per CPU without GPUs.
         Counted again as an autoscaler adds nodes."""
-        if config.max_clips:
-            return config.max_clips
+        if self.config.max_clips:
+            return self.config.max_clips
         now = ray.cluster_resources()
-        return max(2, int(2 * now.get("GPU", 0)) if use_gpu else int(now.get("CPU", 1)))
+        return max(2, int(2 * now.get("GPU", 0)) if self.use_gpu else int(now.get("CPU", 1)))
 
-    if storage.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-        logger.warning("storage %s is a local directory on a cluster of several nodes: every node must "
-                       "see it at the same path (or use s3:// or gs://)", storage.root)
-    say(f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {gpus:g} GPUs, "
-        f"{window()} at a time; results in {storage.root}")
+    def run(self, todo: Sequence[ManifestClip], finished: dict[str, dict[str, Any]],
+            clips: Sequence[ManifestClip], started: float) -> SweepResult:
+        """Sweep ``todo``; the result has a row for every clip of ``clips``, ``finished`` ones as they were."""
+        storage = self.storage
+        resources = ray.cluster_resources()
+        if storage.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            logger.warning("storage %s is a local directory on a cluster of several nodes: every node must "
+                           "see it at the same path (or use s3:// or gs://)", storage.root)
+        self.say(f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} "
+                 f"GPUs, {self.window()} at a time; results in {storage.root}")
 
-    fits = coordinator()
-    counts_before = ray.get(fits.counts.remote())
-    board = open_board(storage)
-    node = ray.get_runtime_context().get_node_id()
-    queue = list(todo)
-    running: dict[ray.ObjectRef, str] = {}
-    rows: dict[str, dict[str, Any]] = {cid: _earlier_row(entry) for cid, entry in finished.items()}
-    version, shown = -1, {}
+        fits = coordinator()
+        counts_before = ray.get(fits.counts.remote())
+        board = open_board(storage)
+        node = ray.get_runtime_context().get_node_id()
+        queue = list(todo)
+        running: dict[ray.ObjectRef, str] = {}
+        rows: dict[str, dict[str, Any]] = {cid: _earlier_row(entry) for cid, entry in finished.items()}
+        while queue or running:
+            while queue and len(running) < self.window():
+                clip = queue.pop(0)
+                board.post.remote(clip.job.clip_id, state="queued")
+                running[start_clip(clip.job, self.config, self.work, node_id=node)] = clip.job.clip_id
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_seconds)
+            for ref in ready:
+                clip_id = running.pop(ref)
+                try:
+                    rows[clip_id] = ray.get(ref)
+                except Exception as exc:  # the driver task itself died (its node went away)
+                    error = f"{type(exc).__name__}: {exc}"[:300]
+                    rows[clip_id] = {"clip_id": clip_id, "status": "failed", "error": error}
+                    write_status(storage, clip_id, "failed", error=error)
+                    board.post.remote(clip_id, state="failed", error=error)
+            self._show(board)
+        self._show(board)
 
-    def show() -> None:
-        nonlocal version
-        version, snapshot = ray.get(board.snapshot.remote(version))
+        counts_after = ray.get(fits.counts.remote())
+        ordered = [rows[c.job.clip_id] for c in clips]
+        storage.write_bytes("results.csv", render_csv(ordered).encode())
+        counts = {k: sum(r.get(f"fits_{k}", 0) for r in rows.values()) for k in ("computed", "reused", "failed")}
+        counts["joined"] = counts_after.get("joined", 0) - counts_before.get("joined", 0)
+        return SweepResult(ordered, counts, round(time.time() - started, 1), storage.root)
+
+    def _show(self, board: ray.actor.ActorHandle) -> None:
+        """Say each clip's line from the progress board when it changed since last shown."""
+        self._version, snapshot = ray.get(board.snapshot.remote(self._version))
         for clip_id, state in snapshot.items():
             line = describe(clip_id, state)
-            if shown.get(clip_id) != line:
-                shown[clip_id] = line
-                say(line)
-
-    while queue or running:
-        while queue and len(running) < window():
-            clip = queue.pop(0)
-            board.post.remote(clip.job.clip_id, state="queued")
-            running[start_clip(clip.job, config, work, node_id=node)] = clip.job.clip_id
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_seconds)
-        for ref in ready:
-            clip_id = running.pop(ref)
-            try:
-                rows[clip_id] = ray.get(ref)
-            except Exception as exc:  # the driver task itself died (its node went away)
-                rows[clip_id] = {"clip_id": clip_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
-                write_status(storage, clip_id, "failed", error=rows[clip_id]["error"])
-                board.post.remote(clip_id, state="failed", error=rows[clip_id]["error"])
-        show()
-    show()
-
-    counts_after = ray.get(fits.counts.remote())
-    ordered = [rows[c.job.clip_id] for c in clips]
-    storage.write_bytes("results.csv", render_csv(ordered).encode())
-    counts = {k: sum(r.get(f"fits_{k}", 0) for r in rows.values()) for k in ("computed", "reused", "failed")}
-    counts["joined"] = counts_after.get("joined", 0) - counts_before.get("joined", 0)
-    return SweepResult(ordered, counts, round(time.time() - started, 1), storage.root)
+            if self._shown.get(clip_id) != line:
+                self._shown[clip_id] = line
+                self.say(line)

@@ -23,6 +23,7 @@ import ray
 import soundfile as sf
 
 from ..fit import FitConfig
+from ..runtime import connect
 from ..storage import Storage, bundle_ready, bundle_rel
 from .config import Resources, SweepConfig, parse_param
 from .runner import run_sweep
@@ -98,8 +99,6 @@ def busy_gpu_seconds(storage: Storage) -> float:
 
 def run_scaling(setup: ScalingSetup, on_progress: Callable[[str], None] | None = None) -> dict[str, float]:
     """Sweep ``setup.clips`` stand-in clips on ``setup.gpus`` stand-in GPUs; time it."""
-    from .runner import connect
-
     with tempfile.TemporaryDirectory(prefix="nrt-scaling-") as tmp:
         manifest = _clips(Path(tmp), setup.clips)
         storage = Storage(Path(tmp) / "root")

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..edit import PreparedBundle
+from ..runtime import free_accelerator, use_assigned_cpus, worker_device
 from ..storage import Storage, fetch_dir
 from .clips import ClipJob
-from .fits import free_accelerator, use_assigned_cpus, worker_device
 
 logger = logging.getLogger(__name__)
 
