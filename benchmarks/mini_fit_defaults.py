@@ -61,17 +61,15 @@ from nrt.bundle import load_bundle, read_meta
 from nrt.edit import PreparedBundle
 from nrt.evaluate import (
     ClipStore,
-    EvalClip,
     EvalConfig,
     Resources,
     choose_best,
-    load_clips,
     run_clip_unit,
     unit_outputs,
 )
 from nrt.fit import FitConfig
 from nrt.inputs import EDIT_TYPES
-from nrt.manifest import ManifestRow
+from nrt.manifest import CheckedClip, ManifestRow, load_clips
 from nrt.masks import ranges_to_sample_mask
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases
 from nrt.report import write_json, write_text
@@ -170,7 +168,7 @@ def estimate_run_seconds(settings: Sequence[Setting], n_cases: int) -> float:
 class Case:
     """A held-out edit as ``nrt eval`` sees it, with the input's log-mel and its observed frames."""
 
-    clip: EvalClip
+    clip: CheckedClip
     mel: np.ndarray
     observed: np.ndarray
 
@@ -214,7 +212,7 @@ def observed_frames(num_samples: int, rate: int, hop: int, window: int, mask: Se
     return gap[stop] == gap[first]
 
 
-def make_case(backbone: Any, clip: EvalClip) -> Case:
+def make_case(backbone: Any, clip: CheckedClip) -> Case:
     mel = log_mel(backbone, clip.clip.samples)
     config = backbone.mel.config
     observed = observed_frames(clip.clip.num_frames, clip.clip.sample_rate, config.hop_length, config.win_length,

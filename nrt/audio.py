@@ -282,3 +282,8 @@ def sha256_of_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def samples_sha256(samples: np.ndarray) -> str:
+    """Hash of the decoded input samples (float32, frames x channels), independent of the container."""
+    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()

@@ -16,19 +16,17 @@ front end, which is deterministic. Weights are safetensors only: nothing is unpi
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .audio import AudioClip, load_audio, write_audio
+from .audio import AudioClip, load_audio, samples_sha256, write_audio
 from .backbones.base import BackboneInfo, Condition
 from .errors import BundleError
 from .files import replace_dir
@@ -68,11 +66,6 @@ class Bundle:
     @property
     def prompt(self) -> str:
         return self.meta["target_prompt"]
-
-
-def samples_sha256(samples: np.ndarray) -> str:
-    """Hash of the decoded input samples (float32, frames x channels), independent of the container."""
-    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
 
 
 def save_bundle(

@@ -425,8 +425,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .defaults import model_defaults
-    from .evaluate import EvalConfig, load_clips, run_eval
-    from .manifest import read_manifest
+    from .evaluate import EvalConfig, run_eval
+    from .manifest import load_clips, read_manifest
     from .sample import SampleConfig
 
     # 1. Check every setting and every clip before anything heavy runs

@@ -43,15 +43,15 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from . import __version__
-from .audio import AudioClip, load_audio, write_audio
-from .bundle import load_bundle, read_meta, samples_sha256
+from .audio import write_audio
+from .bundle import load_bundle, read_meta
 from .edit import check_etas, generate, text_to_audio
 from .errors import BundleError, InputError
 from .fit import FitConfig
 from .fit_clip import fit_clip
 from .inputs import MAX_SECONDS
-from .manifest import ManifestRow
-from .masks import Range, resolve_mask
+from .manifest import CheckedClip
+from .masks import Range
 from .onsets import OnsetConfig
 from .report import check_figures, write_json, write_reports
 from .sample import SampleConfig, check_seed
@@ -133,37 +133,7 @@ class EvalConfig:
         return data
 
 
-# -- 1. Inputs: every clip read and its mask resolved before any heavy work ---------------------
-@dataclass
-class EvalClip:
-    row: ManifestRow
-    clip: AudioClip
-    mask: list[Range] | None
-    sha256: str
-
-    @property
-    def clip_id(self) -> str:
-        return self.row.clip_id
-
-
-def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) -> list[EvalClip]:
-    """Read every clip and resolve inpainting masks; one InputError lists every bad row."""
-    clips, errors = [], []
-    for row in rows:
-        try:
-            clip = load_audio(row.audio, max_seconds=max_seconds)
-            mask = resolve_mask(row.edit_type, row.mask, clip.samples, clip.sample_rate,
-                                hint="in a mask column", name=row.clip_id)
-            clips.append(EvalClip(row, clip, mask, samples_sha256(clip.samples)))
-        except InputError as exc:
-            errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
-    if errors:
-        plural = "clip" if len(errors) == 1 else "clips"
-        raise InputError(f"{len(errors)} bad {plural}: " + "; ".join(errors))
-    return clips
-
-
-# -- 2. Outputs, their keys, and what is already on disk ----------------------------------------
+# -- 1. Outputs, their keys, and what is already on disk ----------------------------------------
 @dataclass(frozen=True)
 class Output:
     method: str  # "input", "t2a", "full", "lora", "sdedit"
@@ -184,7 +154,7 @@ def _mask_list(mask: list[Range] | None) -> list[list[float]] | None:
     return None if mask is None else [[float(a), float(b)] for a, b in mask]
 
 
-def output_key(config: EvalConfig, clip: EvalClip, out: Output) -> str:
+def output_key(config: EvalConfig, clip: CheckedClip, out: Output) -> str:
     """A hash of everything that made an output: change any of it and the output is made again."""
     if out.method == "input":
         return _hash({"input": clip.sha256})
@@ -206,7 +176,7 @@ def output_key(config: EvalConfig, clip: EvalClip, out: Output) -> str:
     return _hash(parts)
 
 
-def score_key(config: EvalConfig, clip: EvalClip, out_key: str) -> str:
+def score_key(config: EvalConfig, clip: CheckedClip, out_key: str) -> str:
     """A hash of what the scores of an output depend on beyond the output itself."""
     return _hash(
         {
@@ -232,7 +202,7 @@ def unit_outputs(config: EvalConfig, unit: str) -> list[Output]:
 class ClipStore:
     """``clips/<id>.json`` and ``audio/<id>/``: what has been made and scored for one clip."""
 
-    def __init__(self, root: Path, clip: EvalClip) -> None:
+    def __init__(self, root: Path, clip: CheckedClip) -> None:
         self.root = root
         self.clip = clip
         self.path = root / "clips" / f"{clip.clip_id}.json"
@@ -294,7 +264,7 @@ class ClipStore:
         write_json(self.path, self.record)
 
 
-# -- 3. Making and scoring the outputs -----------------------------------------------------------
+# -- 2. Making and scoring the outputs -----------------------------------------------------------
 class Resources:
     """The backbone and the CLAP scorer, loaded only when some output needs them, and only once."""
 
@@ -338,7 +308,7 @@ def _read_back(path: Path) -> np.ndarray:
     return samples
 
 
-def _bundle_matches(path: Path, config: EvalConfig, clip: EvalClip, method: str) -> bool:
+def _bundle_matches(path: Path, config: EvalConfig, clip: CheckedClip, method: str) -> bool:
     try:
         meta = read_meta(path)
     except BundleError:
@@ -352,7 +322,7 @@ def _bundle_matches(path: Path, config: EvalConfig, clip: EvalClip, method: str)
     )
 
 
-def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip, method: str, progress: bool) -> Path:
+def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: CheckedClip, method: str, progress: bool) -> Path:
     """The clip's bundle for ``method``: reused when it matches the settings, else fitted and saved."""
     path = root / "bundles" / clip.clip_id / method
     if not _bundle_matches(path, config, clip, method):
@@ -362,7 +332,7 @@ def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: EvalClip
 
 
 def _make(
-    root: Path, res: Resources, config: EvalConfig, clip: EvalClip, unit: str, todo: list[Output], progress: bool
+    root: Path, res: Resources, config: EvalConfig, clip: CheckedClip, unit: str, todo: list[Output], progress: bool
 ) -> dict[Output, np.ndarray]:
     """Generate the outputs of one unit that are missing, in memory."""
     made: dict[Output, np.ndarray] = {}
@@ -434,7 +404,7 @@ def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipSto
     store.save()
 
 
-# -- 4. Choosing η: oracle per clip, fixed per edit type ----------------------------------------
+# -- 3. Choosing η: oracle per clip, fixed per edit type ----------------------------------------
 def choose_best(sum_by_value: dict[float, float]) -> float:
     """The value with the highest sum; on a tie, the smallest value (the most faithful edit)."""
     return max(sorted(sum_by_value), key=lambda v: (sum_by_value[v], -v))
@@ -562,9 +532,9 @@ def read_holdout(path: str | os.PathLike, config: EvalConfig) -> list[dict[str, 
     return clips
 
 
-# -- 5. The run ---------------------------------------------------------------------------------
+# -- 4. The run ---------------------------------------------------------------------------------
 def run_eval(
-    clips: Sequence[EvalClip],
+    clips: Sequence[CheckedClip],
     output_dir: str | os.PathLike,
     config: EvalConfig,
     *,
@@ -636,12 +606,10 @@ def run_eval(
 
 
 __all__ = [
-    "EvalClip",
     "EvalConfig",
     "Output",
     "choose_best",
     "choose_fixed",
-    "load_clips",
     "run_eval",
     "summarize_clip",
 ]

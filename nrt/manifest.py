@@ -4,7 +4,7 @@ Extra columns are kept (``ManifestRow.extra``) and otherwise ignored. Relative a
 relative to the manifest. ``mask`` holds inpainting ranges in seconds, ``start-end`` joined by
 ``;``; an inpainting row without one fills the input's silent gaps, found once the audio is
 read. Every row is checked before anything heavy runs, and one :class:`InputError` lists every
-bad row.
+bad row; :func:`load_clips` then reads the audio of every row (``nrt eval`` and the sweep share it).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audio import AudioClip, load_audio, samples_sha256
 from .errors import InputError
-from .inputs import EDIT_TYPES, MAX_PROMPT
-from .masks import Range, merge_ranges, parse_mask
+from .inputs import EDIT_TYPES, MAX_PROMPT, MAX_SECONDS
+from .masks import Range, merge_ranges, parse_mask, resolve_mask
 
 REQUIRED_COLUMNS = ("id", "edit_type", "audio", "target_prompt")
 MAX_CLIP_ID = 128
@@ -128,4 +130,36 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     return rows
 
 
-__all__ = ["EDIT_TYPES", "REQUIRED_COLUMNS", "ManifestRow", "read_manifest", "validate_clip_id"]
+@dataclass
+class CheckedClip:
+    """A manifest row with its audio read, its inpainting mask resolved and its samples hashed."""
+
+    row: ManifestRow
+    clip: AudioClip
+    mask: list[Range] | None
+    sha256: str
+
+    @property
+    def clip_id(self) -> str:
+        return self.row.clip_id
+
+
+def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) -> list[CheckedClip]:
+    """Read every clip and resolve inpainting masks; one InputError lists every bad row."""
+    clips, errors = [], []
+    for row in rows:
+        try:
+            clip = load_audio(row.audio, max_seconds=max_seconds)
+            mask = resolve_mask(row.edit_type, row.mask, clip.samples, clip.sample_rate,
+                                hint="in a mask column", name=row.clip_id)
+            clips.append(CheckedClip(row, clip, mask, samples_sha256(clip.samples)))
+        except InputError as exc:
+            errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
+    if errors:
+        plural = "clip" if len(errors) == 1 else "clips"
+        raise InputError(f"{len(errors)} bad {plural}: " + "; ".join(errors))
+    return clips
+
+
+__all__ = ["EDIT_TYPES", "REQUIRED_COLUMNS", "CheckedClip", "ManifestRow", "load_clips", "read_manifest",
+           "validate_clip_id"]

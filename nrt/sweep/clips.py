@@ -14,12 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audio import AudioClip, load_audio
-from ..bundle import samples_sha256
+from ..audio import AudioClip, load_audio, samples_sha256
 from ..errors import InputError
-from ..evaluate import load_clips
 from ..inputs import MAX_SECONDS
-from ..manifest import ManifestRow, read_manifest
+from ..manifest import ManifestRow, load_clips, read_manifest
 from ..storage import Storage
 
 logger = logging.getLogger(__name__)
