@@ -32,8 +32,8 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 # A rename onto one of these fails because the target is there (a directory that is not empty,
 # or another kind of file); the swap then exchanges the two or moves the old one aside.
@@ -137,7 +137,7 @@ def exchange(first: str | os.PathLike, second: str | os.PathLike) -> bool:
 
 @functools.cache
 def _renameat2() -> Callable[..., int] | None:
-    """The C library's ``renameat2`` (glibc 2.28 and later, musl 1.2.3), or None."""
+    """The C library's ``renameat2`` (glibc 2.28 and later), or None where it has none."""
     if not sys.platform.startswith("linux"):
         return None
     try:
