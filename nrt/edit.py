@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .audio import AudioClip, prepare_for_model, restore_from_model
-from .backbones.base import Backbone, Condition, Loudness, interpolate
+from .backbones.base import Backbone, Condition, Loudness
 from .bundle import Bundle
 from .errors import InputError
 from .finetune import fitted_unet
@@ -58,14 +58,16 @@ def check_etas(etas: Sequence[float]) -> list[float]:
     return check_fractions(etas, "eta")
 
 
-def latent_weight(backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None) -> torch.Tensor | None:
-    """1 on the latent frames the input covers, 0 on those an inpainting mask touches."""
-    if not mask:
-        return None
-    num_samples = round(clip.duration * backbone.sample_rate)
-    frames = backbone.latent_shape(num_samples)[1]
-    region = ranges_to_latent_mask(mask, frames, backbone.latent_frames_per_second)
-    return (~region).float().view(1, 1, -1, 1)
+def interpolate(e_tgt: Condition, e_opt: Condition, etas: Sequence[float]) -> Condition:
+    """Step 3 of the method: ``e(η) = η·e_tgt + (1-η)·e_opt``, one row per η.
+
+    ``e_opt`` starts from ``e_tgt`` in step 1, so both have the same token mask.
+    """
+    eta = torch.tensor(list(etas), dtype=e_tgt.embeds.dtype, device=e_tgt.embeds.device)
+    eta = eta.view(-1, *([1] * (e_tgt.embeds.dim() - 1)))
+    embeds = eta * e_tgt.embeds + (1 - eta) * e_opt.embeds.to(e_tgt.embeds.device)
+    mask = None if e_tgt.mask is None else e_tgt.mask.repeat(len(etas), 1)
+    return Condition(embeds, mask)
 
 
 def decode_outputs(

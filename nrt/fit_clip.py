@@ -6,14 +6,26 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+import torch
+
 from .audio import AudioClip
 from .backbones.base import Backbone
 from .bundle import check_target, save_bundle
-from .edit import latent_weight, prepare_input
+from .edit import prepare_input
 from .fit import FitConfig, FitResult, fit
-from .masks import Range
+from .masks import Range, ranges_to_latent_mask
 
 logger = logging.getLogger(__name__)
+
+
+def latent_weight(backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None) -> torch.Tensor | None:
+    """1 on the latent frames the input covers, 0 on those an inpainting mask touches."""
+    if not mask:
+        return None
+    num_samples = round(clip.duration * backbone.sample_rate)
+    frames = backbone.latent_shape(num_samples)[1]
+    region = ranges_to_latent_mask(mask, frames, backbone.latent_frames_per_second)
+    return (~region).float().view(1, 1, -1, 1)
 
 
 def fit_clip(
@@ -58,4 +70,4 @@ def fit_clip(
     return result
 
 
-__all__ = ["fit_clip"]
+__all__ = ["fit_clip", "latent_weight"]

@@ -7,9 +7,10 @@ import torch
 
 from nrt.audio import load_audio
 from nrt.bundle import load_bundle, save_bundle
-from nrt.edit import check_etas, generate, latent_weight, prepare_input
+from nrt.edit import check_etas, generate, prepare_input
 from nrt.errors import InputError
 from nrt.fit import FitConfig, fit
+from nrt.fit_clip import latent_weight
 from nrt.sample import SampleConfig, check_seed, sample
 from nrt.sdedit import sdedit
 

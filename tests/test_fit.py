@@ -6,8 +6,7 @@ from diffusers import DDPMScheduler
 
 from nrt.audio import load_audio
 from nrt.backbones import load_backbone
-from nrt.backbones.base import interpolate
-from nrt.edit import prepare_input
+from nrt.edit import interpolate, prepare_input
 from nrt.errors import InputError
 from nrt.finetune import fitted_unet
 from nrt.fit import FitConfig, fit

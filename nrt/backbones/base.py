@@ -55,15 +55,10 @@ class Condition:
 
 
 def interpolate(e_tgt: Condition, e_opt: Condition, etas: Sequence[float]) -> Condition:
-    """Step 3 of the method: ``e(η) = η·e_tgt + (1-η)·e_opt``, one row per η.
+    """Step 3's ``e(η)``: see :func:`nrt.edit.interpolate`, where it lives."""
+    from ..edit import interpolate as step3
 
-    ``e_opt`` starts from ``e_tgt`` in step 1, so both have the same token mask.
-    """
-    eta = torch.tensor(list(etas), dtype=e_tgt.embeds.dtype, device=e_tgt.embeds.device)
-    eta = eta.view(-1, *([1] * (e_tgt.embeds.dim() - 1)))
-    embeds = eta * e_tgt.embeds + (1 - eta) * e_opt.embeds.to(e_tgt.embeds.device)
-    mask = None if e_tgt.mask is None else e_tgt.mask.repeat(len(etas), 1)
-    return Condition(embeds, mask)
+    return step3(e_tgt, e_opt, etas)
 
 
 @dataclass
