@@ -212,19 +212,13 @@ def _load_backbone(args: argparse.Namespace):
 
 
 def _fit_config(args: argparse.Namespace):
-    from .defaults import model_defaults
-    from .fit import FitConfig
+    from .defaults import fit_config
 
-    d, base = model_defaults(args.model), FitConfig()
-    tune_lr = args.tune_lr if args.tune_lr is not None else d.tune_lr.get(args.method)
-    return FitConfig(
-        method=args.method,
-        embed_steps=d.fit_value("embed_steps", args.embed_steps, base.embed_steps),
-        embed_lr=d.fit_value("embed_lr", args.embed_lr, base.embed_lr),
-        tune_steps=d.fit_value("tune_steps", args.tune_steps, base.tune_steps),
-        tune_lr=tune_lr, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
-        seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing,
+    return fit_config(
+        args.model, method=args.method, embed_steps=args.embed_steps, embed_lr=args.embed_lr,
+        tune_steps=args.tune_steps, tune_lr=args.tune_lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_targets=tuple(args.lora_targets), batch_size=args.batch_size, seed=args.fit_seed,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 

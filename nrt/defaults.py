@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clap import DEFAULT_MODEL as DEFAULT_CLAP
+
+if TYPE_CHECKING:
+    from .fit import FitConfig
 
 DEFAULT_BACKBONE = "mini"
 TOY_MODELS = ("tiny", "tiny-audioldm")
@@ -50,4 +53,25 @@ def model_defaults(model: str | None) -> ModelDefaults:
     return ModelDefaults(clap=DEFAULT_CLAP, preset="model")
 
 
-__all__ = ["DEFAULT_BACKBONE", "MINI_FIT", "MINI_TUNE_LR", "ModelDefaults", "model_defaults"]
+def fit_config(model: str | None, *, method: str | None = None, embed_steps: int | None = None,
+               embed_lr: float | None = None, tune_steps: int | None = None, tune_lr: float | None = None,
+               **fields: Any) -> FitConfig:
+    """The fit of ``model``: each setting given, else the model's default, else FitConfig's.
+
+    ``fields`` are the other :class:`~nrt.fit.FitConfig` fields, which do not depend on the model.
+    """
+    from .fit import FitConfig
+
+    d, base = model_defaults(model), FitConfig()
+    method = method or base.method
+    return FitConfig(
+        method=method,
+        embed_steps=d.fit_value("embed_steps", embed_steps, base.embed_steps),
+        embed_lr=d.fit_value("embed_lr", embed_lr, base.embed_lr),
+        tune_steps=d.fit_value("tune_steps", tune_steps, base.tune_steps),
+        tune_lr=tune_lr if tune_lr is not None else d.tune_lr.get(method),
+        **fields,
+    )
+
+
+__all__ = ["DEFAULT_BACKBONE", "MINI_FIT", "MINI_TUNE_LR", "ModelDefaults", "fit_config", "model_defaults"]
