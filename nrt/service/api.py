@@ -10,6 +10,7 @@ full). The registry is read on every request, so a clip the sweep adds is served
 import hmac
 import logging
 import math
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from starlette.types import Scope
 from .. import __version__
 from ..errors import InputError
 from ..manifest import MAX_CLIP_ID, validate_clip_id
+from ..runtime import NAMESPACE
 from ..scoring import describe_clap
 from ..storage import Storage, list_registry, read_registry_entry
 from .editor import EditJob
@@ -70,6 +72,8 @@ EDIT_HEADERS = {
 }
 BODY_SLACK = 64 * 1024  # room for the multipart framing and the text fields around the audio
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the order Allow lists them in
+
+Guards = list[Any]  # the dependencies of a route that needs the token
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -144,7 +148,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
 
 
 def create_app(service: "Ingress") -> FastAPI:
-    """The FastAPI app of one ingress replica (its routes close over the replica's state)."""
+    """The FastAPI app of one ingress replica; its routes, grouped by resource, use the replica's state."""
     settings = service.settings
     app = FastAPI(
         title="nrt",
@@ -160,6 +164,19 @@ def create_app(service: "Ingress") -> FastAPI:
         docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK)
+    guarded = [Depends(_authorizer(settings))]
+    _add_error_handlers(app)
+    _add_description_routes(app, guarded)
+    _add_health_routes(app, settings)
+    _add_page_routes(app)
+    _add_clip_routes(app, service, guarded)
+    _add_edit_routes(app, service, guarded)
+    _add_upload_routes(app, service, guarded)
+    return app
+
+
+def _authorizer(settings: ServiceSettings) -> Callable[..., None]:
+    """The dependency of every guarded route: the bearer token, where the service has one."""
     bearer = HTTPBearer(auto_error=False, description="the service's API token (NRT_API_TOKEN)")
 
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
@@ -171,9 +188,12 @@ def create_app(service: "Ingress") -> FastAPI:
         if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
             raise Unauthorized("the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
 
-    guarded = [Depends(authorize)]
+    return authorize
 
-    # -- errors as JSON -------------------------------------------------------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error", "detail"}``; a 405 names every method of its path."""
+
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc)
@@ -200,7 +220,10 @@ def create_app(service: "Ingress") -> FastAPI:
         return JSONResponse({"error": "internal", "detail": f"{type(exc).__name__}: the service failed; "
                                                              "see its logs"}, status_code=500)
 
-    # -- the API's description ------------------------------------------------------------------
+
+def _add_description_routes(app: FastAPI, guarded: Guards) -> None:
+    """The OpenAPI description and its Swagger page, behind the token."""
+
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
     def openapi() -> dict[str, Any]:
         return app.openapi()
@@ -209,12 +232,18 @@ def create_app(service: "Ingress") -> FastAPI:
     def docs() -> Response:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="nrt API")
 
-    # -- health and the registry ----------------------------------------------------------------
+
+def _add_health_routes(app: FastAPI, settings: ServiceSettings) -> None:
+    """``/healthz``: no token needed."""
+
     @app.get("/healthz", response_model=Health, summary="Is the service up (no token needed)")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "model": settings.model}
 
-    # -- the listening page: no data in it, so no token; it calls the API with the visitor's -----
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The listening page: no data in it, so no token; it calls the API with the visitor's."""
+
     @app.get("/", include_in_schema=False, response_class=Response)
     def page() -> Response:
         return page_file("index.html")
@@ -222,6 +251,10 @@ def create_app(service: "Ingress") -> FastAPI:
     @app.get("/static/{name}", include_in_schema=False, response_class=Response)
     def page_asset(name: str) -> Response:
         return page_file(name)
+
+
+def _add_clip_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
+    """The registry: every clip, one clip, a clip's input."""
 
     @app.get("/v1/clips", response_model=ClipList, dependencies=guarded, responses=_errors(401),
              summary="Every clip the registry holds, with its best settings and scores")
@@ -257,7 +290,10 @@ def create_app(service: "Ingress") -> FastAPI:
         return Response(service.storage.read_bytes(rel), media_type=AUDIO_TYPES.get(suffix, "application/octet-stream"),
                         headers={"Content-Disposition": f'attachment; filename="{clip_id}{suffix}"'})
 
-    # -- edits --------------------------------------------------------------------------------
+
+def _add_edit_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
+    """Edits of a registered clip, made by the editor deployment."""
+
     @app.post("/v1/clips/{clip_id}/edits", dependencies=guarded, response_class=Response,
               responses={200: {"content": {"audio/wav": {}, "audio/flac": {}},
                                "description": "the edit, at the input's sample rate, length and channels",
@@ -294,7 +330,11 @@ def create_app(service: "Ingress") -> FastAPI:
                             "X-Nrt-Clap-Sum": repr(scores["sum"]), "X-Nrt-Clap-Model": str(result["clap"])})
         return Response(result["audio"], media_type=result["media_type"], headers=headers)
 
-    # -- uploads and their jobs ---------------------------------------------------------------
+
+def _add_upload_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
+    """Uploads, fitted and searched in the background, and their jobs."""
+    settings = service.settings
+
     @app.post("/v1/clips", status_code=202, response_model=JobCreated, dependencies=guarded,
               responses=_errors(400, 401, 409, 413, 422, 503),
               summary="Upload a clip: it is fitted and searched in the background, then editable")
@@ -334,8 +374,6 @@ def create_app(service: "Ingress") -> FastAPI:
         if status["state"] in ACTIVE and record["clip_id"] not in await service.runner().active.remote():
             service.runner().resume.remote(service.sweep_config())  # its runner went down with a node
         return status
-
-    return app
 
 
 def _pick(value: Any, best: Any, kind: type) -> Any:
@@ -397,7 +435,7 @@ class Ingress:
         from ..sweep.progress import board_name
 
         try:
-            board = ray.get_actor(board_name(self.storage), namespace="nrt")
+            board = ray.get_actor(board_name(self.storage), namespace=NAMESPACE)
             _, snapshot = await board.snapshot.remote(-1)
         except Exception:
             return None
