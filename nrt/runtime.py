@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 import ray
 
@@ -21,7 +22,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     start a local Ray. True when Ray was started here, to be shut down when the work ends."""
     if ray.is_initialized():
         return False
-    common = {"log_to_driver": log_to_driver, "namespace": NAMESPACE}
+    common: dict[str, Any] = {"log_to_driver": log_to_driver, "namespace": NAMESPACE}
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **common)
     else:

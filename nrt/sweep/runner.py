@@ -52,7 +52,7 @@ def _previous(storage: Storage, clips: Sequence[ManifestClip], model: str) -> tu
         same = entry is not None and (
             entry.get("input_sha256"), entry.get("target_prompt"), entry.get("edit_type"), entry.get("mask"),
             entry.get("model")) == (job.sha256, job.target_prompt, job.edit_type, job.to_dict()["mask"], model)
-        if same:
+        if same and entry is not None:
             finished[job.clip_id] = entry
         elif entry is not None or storage.exists(f"tune/{job.clip_id}"):
             started.append(job.clip_id)
@@ -100,8 +100,9 @@ def run_sweep(
     for clip in todo:
         stage_clip(storage, clip)
         write_status(storage, clip.job.clip_id, "queued")
-    config = replace(config, optuna_storage=optuna_url(config, storage))
-    open_study_storage(config.optuna_storage)  # the schema, once, before many drivers race to make it
+    study_url = optuna_url(config, storage)
+    config = replace(config, optuna_storage=study_url)
+    open_study_storage(study_url)  # the schema, once, before many drivers race to make it
 
     # 3. Ray, and what the work may ask of it
     started_ray = connect(address, num_cpus, num_gpus, log_to_driver)
