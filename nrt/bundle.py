@@ -128,7 +128,7 @@ def check_target(path: str | os.PathLike, edit_type: str, overwrite: bool = Fals
 
 def _write_payload(directory: Path, result: FitResult, clip: AudioClip) -> dict[str, str]:
     tensors = {"e_tgt": result.e_tgt.embeds, "e_opt": result.e_opt.embeds}
-    if result.e_tgt.mask is not None:
+    if result.e_tgt.mask is not None and result.e_opt.mask is not None:
         tensors["e_tgt_mask"] = result.e_tgt.mask
         tensors["e_opt_mask"] = result.e_opt.mask
     save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, directory / "embeddings.safetensors")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from .backbones.base import Backbone, Condition, place
 from .embedding import autocast
@@ -72,7 +72,7 @@ def finetune_unet(
 
 
 @contextlib.contextmanager
-def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None) -> Iterator[torch.nn.Module]:
+def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None) -> Iterator[UNet2DConditionModel]:
     if method == "full":
         yield copy.deepcopy(backbone.unet).float().requires_grad_(True)
         return
@@ -82,11 +82,14 @@ def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None
 
 @contextlib.contextmanager
 def _adapter(
-    backbone: Backbone, lora: dict[str, Any], state: dict[str, torch.Tensor] | None = None, trainable: bool = False
-) -> Iterator[torch.nn.Module]:
+    backbone: Backbone, lora: dict[str, Any] | None, state: dict[str, torch.Tensor] | None = None,
+    trainable: bool = False,
+) -> Iterator[UNet2DConditionModel]:
     """The backbone's UNet with a LoRA adapter (loaded from ``state`` if given) until the block ends."""
     from peft import set_peft_model_state_dict
 
+    if lora is None:
+        raise ValueError("a LoRA adapter needs its settings (rank, alpha, targets); none were given")
     unet = backbone.unet
     unet.add_adapter(lora_config(**lora), adapter_name=ADAPTER)
     try:
@@ -110,7 +113,7 @@ def _adapter(
         unet.requires_grad_(False)
 
 
-def remove_adapter(unet: torch.nn.Module) -> None:
+def remove_adapter(unet: UNet2DConditionModel) -> None:
     """Take the adapter out and put the original layers back, so the UNet is as it was.
 
     diffusers' ``unload_lora`` replaces every peft wrapper by the layer it wrapped; peft's
@@ -120,7 +123,7 @@ def remove_adapter(unet: torch.nn.Module) -> None:
     unet.unload_lora()
 
 
-def _trained_state(unet: torch.nn.Module, method: str) -> dict[str, torch.Tensor]:
+def _trained_state(unet: UNet2DConditionModel, method: str) -> dict[str, torch.Tensor]:
     if method == "full":
         return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
     from peft import get_peft_model_state_dict
@@ -132,7 +135,7 @@ def _trained_state(unet: torch.nn.Module, method: str) -> dict[str, torch.Tensor
 @contextlib.contextmanager
 def fitted_unet(
     backbone: Backbone, method: str, state: dict[str, torch.Tensor], lora: dict[str, Any] | None = None
-) -> Iterator[torch.nn.Module]:
+) -> Iterator[UNet2DConditionModel]:
     """The backbone's UNet with a fit's weights applied, for as long as the block runs."""
     if method == "full":
         unet = copy.deepcopy(backbone.unet)

@@ -43,6 +43,8 @@ def resolve_model_dir(
 
     from huggingface_hub import snapshot_download
 
+    allow_patterns = list(allow_patterns) if allow_patterns is not None else None
+
     try:
         snapshot = snapshot_download(
             name, revision=revision, allow_patterns=allow_patterns, local_files_only=True

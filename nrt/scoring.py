@@ -99,7 +99,7 @@ class ReferenceScorer:
         self._ref_onsets: np.ndarray | None = None
 
     def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._e_ref is None:
+        if self._e_ref is None or self._e_prompt is None:
             self._e_ref = self.scorer.embed_audio([self.reference], self.rate)
             self._e_prompt = self.scorer.embed_text([self.prompt])
         return self._e_ref, self._e_prompt

@@ -35,7 +35,7 @@ def stft_power(wave: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     return (np.abs(spectrum) ** 2).T
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """The Slaney mel scale: linear below 1 kHz (200/3 Hz a mel), logarithmic above (6.4 per 27 mels)."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / (200.0 / 3)
@@ -43,7 +43,7 @@ def hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= 1000.0, knee + np.log(np.maximum(hz, 1000.0) / 1000.0) / step, linear)
 
 
-def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
     """The inverse of :func:`hz_to_mel`."""
     mels = np.asarray(mels, dtype=np.float64)
     knee, step = 1000.0 / (200.0 / 3), np.log(6.4) / 27.0

@@ -69,7 +69,7 @@ def load_backbone(
         from ..mini.model import mini_dir
         from .tango import load_tango
 
-        backbone = load_tango(mini_dir())
+        backbone: Backbone = load_tango(mini_dir())
         backbone.info.model_id = "mini"
     elif name == "tiny":
         from .tango import load_tango

@@ -10,9 +10,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 
 @dataclass
@@ -49,8 +52,8 @@ class Condition:
     @staticmethod
     def cat(conditions: Sequence[Condition]) -> Condition:
         embeds = torch.cat([c.embeds for c in conditions])
-        masks = [c.mask for c in conditions]
-        mask = None if any(m is None for m in masks) else torch.cat(masks)
+        masks = [c.mask for c in conditions if c.mask is not None]
+        mask = torch.cat(masks) if len(masks) == len(conditions) else None
         return Condition(embeds, mask)
 
 
@@ -87,7 +90,7 @@ class Backbone(abc.ABC):
 
     info: BackboneInfo
     sample_rate: int
-    unet: torch.nn.Module
+    unet: UNet2DConditionModel
     scheduler_config: dict[str, Any]
 
     # -- audio ---------------------------------------------------------------------------
@@ -128,7 +131,7 @@ class Backbone(abc.ABC):
         latents: torch.Tensor,
         timesteps: torch.Tensor,
         condition: Condition,
-        unet: torch.nn.Module | None = None,
+        unet: UNet2DConditionModel | None = None,
     ) -> torch.Tensor:
         """Run the denoiser (``unet``, or the backbone's own) and return its raw output."""
 

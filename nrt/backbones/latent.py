@@ -7,14 +7,17 @@ image, HiFi-GAN), so they share this class and differ only in how text enters th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .base import Backbone, BackboneInfo, Loudness, place
 from .mel import MelFrontEnd
-from .patch import PatchAutoencoder
+from .patch import GriffinLimVocoder, PatchAutoencoder
+
+if TYPE_CHECKING:
+    from transformers import SpeechT5HifiGan
 
 PEAK = 0.5  # the level the training data was scaled to
 
@@ -43,8 +46,8 @@ class MelLatentBackbone(Backbone):
         info: BackboneInfo,
         mel: MelFrontEnd,
         vae: AutoencoderKL | PatchAutoencoder,
-        vocoder: torch.nn.Module,
-        unet: torch.nn.Module,
+        vocoder: SpeechT5HifiGan | GriffinLimVocoder,
+        unet: UNet2DConditionModel,
         scheduler_config: dict[str, Any],
     ) -> None:
         self.info = info

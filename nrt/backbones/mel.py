@@ -46,6 +46,9 @@ class StftConfig:
 class MelFrontEnd(torch.nn.Module):
     """Waveforms ``[B, T]`` in [-1, 1] to log-mel ``[B, frames, n_mels]``, frames = T // hop + 1."""
 
+    mel_basis: torch.Tensor
+    window: torch.Tensor
+
     def __init__(self, config: StftConfig) -> None:
         super().__init__()
         self.config = config

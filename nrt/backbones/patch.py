@@ -27,6 +27,9 @@ GRIFFIN_LIM_KIND = "griffin-lim"
 class PatchAutoencoder(torch.nn.Module):
     """Log-mel ``[B, 1, frames, mels]`` <-> latent ``[B, p*p, frames/p, mels/p]``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, n_mels: int, patch: int = 4, scaling_factor: float = 1.0) -> None:
         super().__init__()
         if patch < 1 or n_mels % patch:
@@ -70,6 +73,9 @@ class PatchAutoencoder(torch.nn.Module):
 
 class GriffinLimVocoder(torch.nn.Module):
     """Log-mel ``[B, frames, mels]`` (``MelFrontEnd``'s output) to waveforms ``[B, frames * hop]``."""
+
+    mel_basis: torch.Tensor
+    window: torch.Tensor
 
     def __init__(self, stft: StftConfig, n_iter: int = 32, momentum: float = 0.99, nnls_iter: int = 20) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ CAPTION_VARIANTS = 8  # wordings drawn per scene; the generator's templates repe
 CHUNK = 256
 
 
-def _render_chunk(args: tuple[int, int, float, Callable | None]) -> tuple[np.ndarray, list | None]:
+def _render_chunk(args: tuple[int, int, float, Callable | None]) -> tuple[np.ndarray, np.ndarray | None]:
     start, stop, duration, featurize = args
     waves = np.stack([scene_for("train", i, duration).render(SAMPLE_RATE) for i in range(start, stop)])
     features = featurize(waves) if featurize is not None else None
@@ -59,7 +59,8 @@ class SceneBank:
         self.scenes: list[Scene] = [scene_for("train", i, duration) for i in range(n)]
         workers = workers or min(32, os.cpu_count() or 1)
         jobs = [(s, min(n, s + CHUNK), duration, featurize) for s in range(0, n, CHUNK)]
-        waves, features = [], []
+        waves: list[np.ndarray] = []
+        features: list[np.ndarray | None] = []
         bar = tqdm(total=n, desc="rendering scenes", disable=None if progress else True, dynamic_ncols=True)
         with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
             for w, f in (pool.map if pool else map)(_render_chunk, jobs):
@@ -68,7 +69,7 @@ class SceneBank:
                 bar.update(len(w))
         bar.close()
         self.waves = torch.from_numpy(np.concatenate(waves))
-        self.features = torch.from_numpy(np.concatenate(features)) if featurize is not None else None
+        self.features = torch.from_numpy(np.concatenate([f for f in features if f is not None])) if featurize is not None else None
         logger.info("rendered %d scenes (%.1f MB)", n, self.waves.numel() * 2 / 1e6)
 
     def __len__(self) -> int:

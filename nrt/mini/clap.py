@@ -206,7 +206,9 @@ class ClapBatch:
 
     def to(self, device: torch.device | str) -> ClapBatch:
         return ClapBatch(
-            *(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.input_features)),
+            self.input_ids.to(device, non_blocking=True),
+            self.attention_mask.to(device, non_blocking=True),
+            self.input_features.to(device, non_blocking=True),
             self.positives.to(device, non_blocking=True),
         )
 
@@ -228,8 +230,8 @@ def make_batch(
 ) -> ClapBatch:
     """A :class:`ClapBatch` on the CPU; ``keys`` mark which clips share content (:func:`content_keys`)."""
     input_ids, attention_mask = tokenize(tok, captions)
-    keys = torch.from_numpy(np.asarray(keys))
-    return ClapBatch(input_ids, attention_mask, features.float(), keys[:, None] == keys[None, :])
+    same = torch.from_numpy(np.asarray(keys))
+    return ClapBatch(input_ids, attention_mask, features.float(), same[:, None] == same[None, :])
 
 
 def clap_loss(model: ClapModel, batch: ClapBatch) -> torch.Tensor:
@@ -298,6 +300,8 @@ class BankBatches:
 
     def _prepare(self, step: int) -> ClapBatch:
         drawn = self.bank.batch(step, self.batch_size, seed=self.seed)
+        if drawn.features is None:
+            raise ValueError("CLAP training needs a scene bank rendered with its features (featurize)")
         batch = make_batch(self.tok, drawn.captions, drawn.features, self.keys[drawn.indices])
         if self.device.type == "cuda":
             batch = ClapBatch(*(t.pin_memory() for t in vars(batch).values()))

@@ -742,8 +742,10 @@ def _fragments() -> list[str]:
     :data:`KINDS` or :data:`BACKGROUNDS` stays inside the vocabulary too.
     """
     pieces: list[str] = ["a", "an"]
-    for named in (*KINDS.values(), *BACKGROUNDS.values()):
-        pieces += [named.noun, *named.words]
+    for kind in KINDS.values():
+        pieces += [kind.noun, *kind.words]
+    for background in BACKGROUNDS.values():
+        pieces += [background.noun, *background.words]
     for kind in KINDS.values():
         counts = range(1, 5) if kind.spacing is not None else (1,)
         for template in kind.nouns + kind.clauses:
@@ -829,7 +831,7 @@ def _draw_background(rng: np.random.Generator, background: str | None) -> str | 
 
 def _draw_kinds(rng: np.random.Generator, pool: Sequence[str], n: int, required: Sequence[str] = ()) -> list[str]:
     rest = [kind for kind in pool if kind not in required]
-    extra = rng.choice(len(rest), size=n - len(required), replace=False) if n > len(required) else []
+    extra: np.ndarray | list[int] = rng.choice(len(rest), size=n - len(required), replace=False) if n > len(required) else []
     return [*required, *(rest[int(i)] for i in extra)]
 
 

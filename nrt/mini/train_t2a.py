@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class Parts:
     codec: PatchAutoencoder
     front: MelFrontEnd
     scheduler: DDPMScheduler
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     frames: int  # mel frames per training clip, a multiple of the whole downsampling
 
 

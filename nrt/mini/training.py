@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -71,10 +71,13 @@ class TrainConfig:
         return min(self.ema_decay, (1 + k) / (10 + k))
 
 
+M = TypeVar("M", bound=torch.nn.Module)
+
+
 @dataclass
-class TrainResult:
-    model: torch.nn.Module  # the trained weights themselves
-    ema: torch.nn.Module
+class TrainResult(Generic[M]):
+    model: M  # the trained weights themselves
+    ema: M
     step: int
     losses: list[float]
     finished: bool  # reached ``steps`` (rather than the time budget)
@@ -84,13 +87,13 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p.detach().to(e.dtype), 1 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
+        for held, buffer in zip(ema.buffers(), model.buffers()):
+            held.copy_(buffer)
 
 
 def train(
-    model: torch.nn.Module,
-    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    model: M,
+    loss_fn: Callable[[M, Any], torch.Tensor],
     batch: Callable[[int], Any],
     config: TrainConfig,
     run_dir: str | Path,
@@ -98,7 +101,7 @@ def train(
     desc: str = "training",
     progress: bool = True,
     autocast: torch.dtype | None = None,
-) -> TrainResult:
+) -> TrainResult[M]:
     """Train ``model`` on ``loss_fn(model, batch(step))``, continuing from ``run_dir`` if it holds a checkpoint."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
