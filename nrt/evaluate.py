@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import soundfile as sf
@@ -210,7 +210,7 @@ class ClipStore:
         self.record = self._read()
 
     def _read(self) -> dict[str, Any]:
-        fresh = {"outputs": {}}
+        fresh: dict[str, Any] = {"outputs": {}}
         if self.path.is_file():
             try:
                 record = json.loads(self.path.read_text())
@@ -342,7 +342,9 @@ def _make(
         by_seed.setdefault(out.seed, []).append(out)
     if unit in FITTED:
         bundle = load_bundle(ensure_bundle(root, res, config, clip, unit, progress), res.backbone.info)
-    for seed, outs in by_seed.items():
+    for key, outs in by_seed.items():
+        seed = cast(int, key)  # only the unchanged input has no seed, and it is never generated
+        values = [cast(float, o.value) for o in outs]  # the η or strength of each generated output
         if unit == "reference":
             waves = [
                 clip.clip.samples
@@ -355,14 +357,14 @@ def _make(
                 res.backbone,
                 clip.clip,
                 prompt,
-                [o.value for o in outs],
+                values,
                 sample,
                 seed,
                 mask=clip.mask,
                 progress=progress,
             )
         else:
-            waves = generate(res.backbone, bundle, [o.value for o in outs], sample, seed, progress=progress)
+            waves = generate(res.backbone, bundle, values, sample, seed, progress=progress)
         for out, wave in zip(outs, waves):
             made[out] = wave
     return made
@@ -451,7 +453,7 @@ def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]
         [o for o in outputs if o["method"] == "t2a" and o["seed"] in config.seeds]
     )
     for method in config.methods:
-        values = []
+        values: list[dict[str, Any]] = []
         for value in config.generated(method):
             entries = [
                 o for o in outputs if o["method"] == method and o["value"] == value and o["seed"] in config.seeds

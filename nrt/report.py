@@ -119,7 +119,8 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
         for method, selection, title in _pipelines(config):
             per_clip: dict[str, list[float]] = {m: [] for m in METRICS}
             seed_sd: dict[str, list[float]] = {m: [] for m in METRICS}
-            chosen, seeds = [], set()
+            chosen: list[float | None] = []
+            seeds: set[float | None] = set()
             for clip in group:
                 value = _chosen(clip, method, selection)
                 if selection != "reference" and value is None:
@@ -135,6 +136,7 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
                         per_clip[metric].append(float(np.mean(got)))
                         if len(got) > 1:
                             seed_sd[metric].append(float(np.std(got, ddof=1)))
+            known = [v for v in chosen if v is not None]  # none for the reference rows
             row = {
                 "edit_type": edit_type,
                 "pipeline": title,
@@ -142,9 +144,9 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
                 "selection": selection,
                 "n_clips": len(chosen),
                 "n_seeds": len(seeds - {None}) or None,
-                "value_mean": float(np.mean(chosen)) if chosen and chosen[0] is not None else None,
-                "value_min": min(chosen) if chosen and chosen[0] is not None else None,
-                "value_max": max(chosen) if chosen and chosen[0] is not None else None,
+                "value_mean": float(np.mean(known)) if known else None,
+                "value_min": min(known) if known else None,
+                "value_max": max(known) if known else None,
             }
             for metric in METRICS:
                 stats = interval(per_clip[metric])
