@@ -101,9 +101,7 @@ def _open_source(source: AudioSource, name: str) -> str | BinaryIO:
     return io.BytesIO(data)
 
 
-def load_audio(
-    source: AudioSource, *, max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS
-) -> AudioClip:
+def load_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS) -> AudioClip:
     """Read a clip with every channel, at its own rate, as float32 ``[frames, channels]``.
 
     Accepts a path, the file's bytes, or a binary file object, in any format libsndfile reads
@@ -161,7 +159,12 @@ def load_audio(
 
     logger.debug(
         "read %s: %d frames, %d channels, %d Hz, %s %s",
-        name, clip.num_frames, clip.channels, rate, clip.format, clip.subtype,
+        name,
+        clip.num_frames,
+        clip.channels,
+        rate,
+        clip.format,
+        clip.subtype,
     )
     return clip
 

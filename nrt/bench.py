@@ -62,8 +62,9 @@ def _tango_size(backbone: Backbone) -> Condition:
     embeds = torch.randn(1, TANGO_PROMPT_TOKENS, width, device=backbone.device, dtype=backbone.dtype)
     mask = torch.ones(1, TANGO_PROMPT_TOKENS, dtype=torch.bool, device=backbone.device)
     # the null condition is the same shape: one real token (end of sequence), the rest padding
-    null = Condition(torch.randn_like(embeds), torch.zeros_like(mask))
-    null.mask[:, 0] = True
+    null_mask = torch.zeros_like(mask)
+    null_mask[:, 0] = True
+    null = Condition(torch.randn_like(embeds), null_mask)
     backbone.null_condition = lambda like: null.repeat(like.batch_size)  # type: ignore[method-assign]
     return Condition(embeds, mask)
 
@@ -86,29 +87,48 @@ def run_bench(args: argparse.Namespace) -> Iterator[str]:
     scheduler = DDPMScheduler.from_config(backbone.scheduler_config)
     generator = torch.Generator().manual_seed(0)
     params = sum(p.numel() for p in backbone.unet.parameters())
-    yield (f"model {args.model} (UNet: {args.unet}, {params / 1e6:.1f} M parameters), device {device}, "
-           f"dtype {args.dtype}, clip {args.seconds:g} s -> latent {tuple(shape)}")
+    yield (
+        f"model {args.model} (UNet: {args.unet}, {params / 1e6:.1f} M parameters), device {device}, "
+        f"dtype {args.dtype}, clip {args.seconds:g} s -> latent {tuple(shape)}"
+    )
     if device.type == "cuda":
         yield f"card: {torch.cuda.get_device_name(device)}"
 
     def step1(n: int) -> None:
-        optimize_embedding(backbone, scheduler, latents, e_tgt, steps=n, lr=2e-3, batch_size=1,
-                           generator=generator, progress=False)
+        optimize_embedding(
+            backbone, scheduler, latents, e_tgt, steps=n, lr=2e-3, batch_size=1, generator=generator, progress=False
+        )
 
     def step2(method: str) -> Callable[[int], None]:
         lora = {"rank": 8, "alpha": 8.0, "targets": list(DEFAULT_LORA_TARGETS)}
 
         def run(n: int) -> None:
-            finetune_unet(backbone, scheduler, latents, e_tgt, method=method, steps=n, lr=DEFAULT_TUNE_LR[method],
-                          batch_size=1, generator=generator, lora=lora,
-                          gradient_checkpointing=args.gradient_checkpointing, progress=False)
+            finetune_unet(
+                backbone,
+                scheduler,
+                latents,
+                e_tgt,
+                method=method,
+                steps=n,
+                lr=DEFAULT_TUNE_LR[method],
+                batch_size=1,
+                generator=generator,
+                lora=lora,
+                gradient_checkpointing=args.gradient_checkpointing,
+                progress=False,
+            )
+
         return run
 
     def sampling(n: int) -> None:
         sample(backbone, e_tgt, shape, SampleConfig(steps=n, guidance=3.0), [0], progress=False)
 
-    stages = [("step 1 (embedding)", step1), ("step 2 full", step2("full")), ("step 2 LoRA", step2("lora")),
-              ("sampling (guided, 1 output)", sampling)]
+    stages = [
+        ("step 1 (embedding)", step1),
+        ("step 2 full", step2("full")),
+        ("step 2 LoRA", step2("lora")),
+        ("sampling (guided, 1 output)", sampling),
+    ]
     for name, fn in stages:
         _reset_peak(device)
         seconds = _time(fn, args.iters, device)

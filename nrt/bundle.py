@@ -88,7 +88,10 @@ def save_bundle(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "backbone": {"kind": backbone.kind, "model_id": backbone.model_id, "revision": backbone.revision},
-            "method": {"name": result.config.method, "lora": result.config.lora if result.config.method == "lora" else None},
+            "method": {
+                "name": result.config.method,
+                "lora": result.config.lora if result.config.method == "lora" else None,
+            },
             "fit": result.config.to_dict(),
             "target_prompt": target_prompt,
             "edit_type": edit_type,
@@ -131,7 +134,9 @@ def _write_payload(directory: Path, result: FitResult, clip: AudioClip) -> dict[
     if result.e_tgt.mask is not None and result.e_opt.mask is not None:
         tensors["e_tgt_mask"] = result.e_tgt.mask
         tensors["e_opt_mask"] = result.e_opt.mask
-    save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, directory / "embeddings.safetensors")
+    save_file(
+        {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, directory / "embeddings.safetensors"
+    )
     unet_file = UNET_FILES[result.config.method]
     save_file({k: v.contiguous() for k, v in result.unet_state.items()}, directory / unet_file)
     if clip.subtype in FLAC_SUBTYPES:

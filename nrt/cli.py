@@ -39,11 +39,20 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="audio file (wav, flac, ogg, mp3; any rate and channel count)")
     p.add_argument("prompt", help="target prompt describing the edited audio")
     p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest input accepted, in seconds")
-    p.add_argument("--edit-type", choices=list(EDIT_TYPES), default=None,
-                   help="edit type (default: inpainting when --mask is given, else addition)")
-    p.add_argument("--mask", action="append", default=None, metavar="START-END",
-                   help="inpainting range in seconds, repeatable; inpainting without --mask fills "
-                        "the input's digital-silence gaps of 0.25 s or more")
+    p.add_argument(
+        "--edit-type",
+        choices=list(EDIT_TYPES),
+        default=None,
+        help="edit type (default: inpainting when --mask is given, else addition)",
+    )
+    p.add_argument(
+        "--mask",
+        action="append",
+        default=None,
+        metavar="START-END",
+        help="inpainting range in seconds, repeatable; inpainting without --mask fills "
+        "the input's digital-silence gaps of 0.25 s or more",
+    )
 
 
 def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
@@ -70,12 +79,20 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
     g.add_argument("--embed-lr", type=float, default=None, help=f"step 1 learning rate {by_model('embed_lr')}")
     g.add_argument("--tune-steps", type=int, default=None, help=f"step 2 steps {by_model('tune_steps')}")
     if one_method:
-        g.add_argument("--tune-lr", type=float, default=None,
-                       help=f"step 2 learning rate (default: full {lr_help('full')}; LoRA {lr_help('lora')})")
+        g.add_argument(
+            "--tune-lr",
+            type=float,
+            default=None,
+            help=f"step 2 learning rate (default: full {lr_help('full')}; LoRA {lr_help('lora')})",
+        )
     else:
         for method in ("full", "lora"):
-            g.add_argument(f"--{method}-tune-lr", type=float, default=None,
-                           help=f"step 2 learning rate of {method} (default: {lr_help(method)})")
+            g.add_argument(
+                f"--{method}-tune-lr",
+                type=float,
+                default=None,
+                help=f"step 2 learning rate of {method} (default: {lr_help(method)})",
+            )
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
@@ -121,8 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(p)
     _add_sample(p)
     _add_model(p)
-    p.add_argument("-o", "--output", required=True,
-                   help="output file (one η) or directory (several η); the bundle is kept beside it")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (one η) or directory (several η); the bundle is kept beside it",
+    )
     p.add_argument("--bundle", default=None, help="where to keep the bundle (default: beside the output)")
 
     p = _defaults(sub.add_parser("sdedit", help="the SDEdit baseline: noise to a strength, denoise to the prompt"))
@@ -138,12 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--seconds", type=float, default=10.0, help="clip length")
     p.add_argument("--iters", type=int, default=5, help="timed steps per stage (after one warm-up)")
-    p.add_argument("--unet", choices=["model", "tango"], default="model",
-                   help="'tango': swap in a TANGO-size UNet with random weights")
+    p.add_argument(
+        "--unet",
+        choices=["model", "tango"],
+        default="model",
+        help="'tango': swap in a TANGO-size UNet with random weights",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true", help="in the step 2 stages")
-    p.add_argument("--edit-seconds", type=float, default=5.0,
-                   help="also time one whole `nrt edit` (the model's default fit, one output) of a generated "
-                        "clip this long; 0 skips it")
+    p.add_argument(
+        "--edit-seconds",
+        type=float,
+        default=5.0,
+        help="also time one whole `nrt edit` (the model's default fit, one output) of a generated "
+        "clip this long; 0 skips it",
+    )
 
     p = _defaults(sub.add_parser("score", help="CLAP text, audio and sum, and onset F1, of one edit"))
     _add_score(p)
@@ -160,11 +189,19 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="the input as given (the reference of Audio CLAP and of the onsets)")
     p.add_argument("edit", help="the edited audio")
     p.add_argument("prompt", help="target prompt (the text of Text CLAP)")
-    p.add_argument("--clap", default=MINI_MODEL,
-                   help=f"CLAP: hub id or directory of a ClapModel (e.g. {DEFAULT_MODEL}), a laion-clap .pt file, "
-                        "'mini' (nrt-mini's, for its generated scenes) or 'tiny' (tests only)")
-    p.add_argument("--band-limit", type=int, default=None, metavar="RATE",
-                   help="pass both through this sample rate first (e.g. 16000: the backbone's band; None: full band)")
+    p.add_argument(
+        "--clap",
+        default=MINI_MODEL,
+        help=f"CLAP: hub id or directory of a ClapModel (e.g. {DEFAULT_MODEL}), a laion-clap .pt file, "
+        "'mini' (nrt-mini's, for its generated scenes) or 'tiny' (tests only)",
+    )
+    p.add_argument(
+        "--band-limit",
+        type=int,
+        default=None,
+        metavar="RATE",
+        help="pass both through this sample rate first (e.g. 16000: the backbone's band; None: full band)",
+    )
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
     p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest audio accepted, in seconds")
     p.add_argument("--device", default="auto", help="CLAP device: cpu, cuda, cuda:N, or auto")
@@ -184,16 +221,27 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etas", type=float, nargs="+", default=list(DEFAULT_ETAS), help="η grid of full and lora")
     p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS), help="SDEdit strength grid")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds; every output once per seed")
-    p.add_argument("--clap", default=None,
-                   help=f"CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, 'mini' or 'tiny' "
-                        f"(default: mini for --model mini, tiny for the toy models, else {DEFAULT_MODEL})")
+    p.add_argument(
+        "--clap",
+        default=None,
+        help=f"CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, 'mini' or 'tiny' "
+        f"(default: mini for --model mini, tiny for the toy models, else {DEFAULT_MODEL})",
+    )
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N clips only")
-    p.add_argument("--fixed-eta-holdout", default=None, metavar="RESULTS",
-                   help="choose the fixed η/strength per edit type on this earlier run's results.json (or its "
-                        "directory) instead of leave-one-out over this manifest's clips")
-    p.add_argument("--figure-clip", default=None, metavar="ID",
-                   help="clip of spectrograms.png (None: the first style transfer clip, else the first clip)")
+    p.add_argument(
+        "--fixed-eta-holdout",
+        default=None,
+        metavar="RESULTS",
+        help="choose the fixed η/strength per edit type on this earlier run's results.json (or its "
+        "directory) instead of leave-one-out over this manifest's clips",
+    )
+    p.add_argument(
+        "--figure-clip",
+        default=None,
+        metavar="ID",
+        help="clip of spectrograms.png (None: the first style transfer clip, else the first clip)",
+    )
     p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted, in seconds")
     _add_fit(p, one_method=False)
     s = SampleConfig()
@@ -215,9 +263,17 @@ def _fit_config(args: argparse.Namespace):
     from .defaults import fit_config
 
     return fit_config(
-        args.model, method=args.method, embed_steps=args.embed_steps, embed_lr=args.embed_lr,
-        tune_steps=args.tune_steps, tune_lr=args.tune_lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        lora_targets=tuple(args.lora_targets), batch_size=args.batch_size, seed=args.fit_seed,
+        args.model,
+        method=args.method,
+        embed_steps=args.embed_steps,
+        embed_lr=args.embed_lr,
+        tune_steps=args.tune_steps,
+        tune_lr=args.tune_lr,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=tuple(args.lora_targets),
+        batch_size=args.batch_size,
+        seed=args.fit_seed,
         gradient_checkpointing=args.gradient_checkpointing,
     )
 
@@ -237,8 +293,9 @@ def _edit_type_and_mask(args: argparse.Namespace, clip) -> tuple[str, list[tuple
         raise InputError(f"--mask applies to inpainting, but --edit-type is {edit_type}")
     ranges = [r for text in args.mask for r in parse_mask(text)] if args.mask else None
     try:
-        mask = resolve_mask(edit_type, ranges, clip.samples, clip.sample_rate, hint="with --mask START-END",
-                            name=args.input)
+        mask = resolve_mask(
+            edit_type, ranges, clip.samples, clip.sample_rate, hint="with --mask START-END", name=args.input
+        )
     except InputError as exc:
         raise InputError(f"{args.input}: {exc}") from None
     return edit_type, mask
@@ -268,8 +325,17 @@ def _fit_and_save(args: argparse.Namespace, backbone, clip, bundle_path: Path, o
     from .fit_clip import fit_clip
 
     edit_type, mask = _edit_type_and_mask(args, clip)
-    fit_clip(backbone, clip, args.prompt, _fit_config(args), bundle_path, edit_type=edit_type, mask=mask,
-             overwrite=overwrite, progress=not args.quiet)
+    fit_clip(
+        backbone,
+        clip,
+        args.prompt,
+        _fit_config(args),
+        bundle_path,
+        edit_type=edit_type,
+        mask=mask,
+        overwrite=overwrite,
+        progress=not args.quiet,
+    )
     return bundle_path
 
 
@@ -323,8 +389,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     _fit_config(args)
     output = _check_output(Path(args.output), len(etas) > 1, "η values")
     single_file = len(etas) == 1 and output.suffix.lower() in AUDIO_SUFFIXES
-    bundle_path = Path(args.bundle) if args.bundle else (
-        output.with_suffix(".bundle") if single_file else output / "bundle"
+    bundle_path = (
+        Path(args.bundle) if args.bundle else (output.with_suffix(".bundle") if single_file else output / "bundle")
     )
     clip = load_audio(args.input, max_seconds=args.max_seconds)
     backbone = _load_backbone(args)
@@ -396,23 +462,36 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise InputError(f"--onset-tolerance must be >= 0 s, got {args.onset_tolerance}")
     reference = load_audio(args.input, max_seconds=args.max_seconds, min_seconds=0.0)
     edit = load_audio(args.edit, max_seconds=args.max_seconds, min_seconds=0.0)
-    scorer = load_scorer(args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit,
-                         progress=not args.quiet)
+    scorer = load_scorer(
+        args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit, progress=not args.quiet
+    )
     scores = ReferenceScorer(
         scorer, reference.samples, reference.sample_rate, args.prompt, onset_tolerance=args.onset_tolerance
     ).score([edit.samples], edit.sample_rate)[0]
     if args.json:
-        print(json.dumps({"input": args.input, "edit": args.edit, "prompt": args.prompt, "clap": args.clap,
-                          "band_limit_rate": args.band_limit, "onset_tolerance": args.onset_tolerance, **scores}))
+        print(
+            json.dumps(
+                {
+                    "input": args.input,
+                    "edit": args.edit,
+                    "prompt": args.prompt,
+                    "clap": args.clap,
+                    "band_limit_rate": args.band_limit,
+                    "onset_tolerance": args.onset_tolerance,
+                    **scores,
+                }
+            )
+        )
         return 0
-    band = (f"both through {args.band_limit} Hz (at most {args.band_limit // 2} Hz)" if args.band_limit
-            else "full band")
+    band = f"both through {args.band_limit} Hz (at most {args.band_limit // 2} Hz)" if args.band_limit else "full band"
     print(f"Text CLAP   {scores['text']:.4f}   cos(edit, prompt)")
     print(f"Audio CLAP  {scores['audio']:.4f}   cos(edit, input), {band}")
     print(f"Sum         {scores['sum']:.4f}")
-    print(f"Onset F1    {scores['onset_f1']:.3f}    precision {scores['onset_precision']:.3f}, recall "
-          f"{scores['onset_recall']:.3f} ({scores['onset_n_matched']} of {scores['onset_n_input']} input onsets "
-          f"matched within {args.onset_tolerance * 1000:g} ms; {scores['onset_n_edit']} in the edit)")
+    print(
+        f"Onset F1    {scores['onset_f1']:.3f}    precision {scores['onset_precision']:.3f}, recall "
+        f"{scores['onset_recall']:.3f} ({scores['onset_n_matched']} of {scores['onset_n_input']} input onsets "
+        f"matched within {args.onset_tolerance * 1000:g} ms; {scores['onset_n_edit']} in the edit)"
+    )
     print(describe_clap(args.clap))
     return 0
 
@@ -429,20 +508,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.method, args.tune_lr = "lora", None  # each fitted method gets its own copy of these
     defaults = model_defaults(args.model)
     config = EvalConfig(
-        methods=tuple(args.methods), etas=tuple(args.etas), strengths=tuple(args.strengths), seeds=tuple(args.seeds),
-        model=args.model, device=args.device, dtype=args.dtype, clap=args.clap or defaults.clap, fit=_fit_config(args),
+        methods=tuple(args.methods),
+        etas=tuple(args.etas),
+        strengths=tuple(args.strengths),
+        seeds=tuple(args.seeds),
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        clap=args.clap or defaults.clap,
+        fit=_fit_config(args),
         full_tune_lr=args.full_tune_lr if args.full_tune_lr is not None else defaults.tune_lr.get("full"),
         lora_tune_lr=args.lora_tune_lr if args.lora_tune_lr is not None else defaults.tune_lr.get("lora"),
         sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler),
-        onset_tolerance=args.onset_tolerance, max_seconds=args.max_seconds,
-        fixed_eta_holdout=args.fixed_eta_holdout, figure_clip=args.figure_clip,
+        onset_tolerance=args.onset_tolerance,
+        max_seconds=args.max_seconds,
+        fixed_eta_holdout=args.fixed_eta_holdout,
+        figure_clip=args.figure_clip,
     )
     rows = read_manifest(args.manifest)[: args.limit]
     clips = load_clips(rows, args.max_seconds)
 
     # 2. Run, then show the table
-    results = run_eval(clips, args.output, config, load_backbone=lambda: _load_backbone(args),
-                       manifest=str(args.manifest), progress=not args.quiet)
+    results = run_eval(
+        clips,
+        args.output,
+        config,
+        load_backbone=lambda: _load_backbone(args),
+        manifest=str(args.manifest),
+        progress=not args.quiet,
+    )
     output = Path(args.output)
     print((output / "table.md").read_text(encoding="utf-8"), end="")
     print(f"\nwritten to {output}: {', '.join(results['files'])}, audio/")
@@ -450,8 +544,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "fit": cmd_fit, "generate": cmd_generate, "edit": cmd_edit, "sdedit": cmd_sdedit,
-    "models": cmd_models, "bench": cmd_bench, "score": cmd_score, "eval": cmd_eval,
+    "fit": cmd_fit,
+    "generate": cmd_generate,
+    "edit": cmd_edit,
+    "sdedit": cmd_sdedit,
+    "models": cmd_models,
+    "bench": cmd_bench,
+    "score": cmd_score,
+    "eval": cmd_eval,
 }
 
 

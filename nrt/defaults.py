@@ -53,9 +53,16 @@ def model_defaults(model: str | None) -> ModelDefaults:
     return ModelDefaults(clap=DEFAULT_CLAP, preset="model")
 
 
-def fit_config(model: str | None, *, method: str | None = None, embed_steps: int | None = None,
-               embed_lr: float | None = None, tune_steps: int | None = None, tune_lr: float | None = None,
-               **fields: Any) -> FitConfig:
+def fit_config(
+    model: str | None,
+    *,
+    method: str | None = None,
+    embed_steps: int | None = None,
+    embed_lr: float | None = None,
+    tune_steps: int | None = None,
+    tune_lr: float | None = None,
+    **fields: Any,
+) -> FitConfig:
     """The fit of ``model``: each setting given, else the model's default, else FitConfig's.
 
     ``fields`` are the other :class:`~nrt.fit.FitConfig` fields, which do not depend on the model.

@@ -129,8 +129,14 @@ class PreparedBundle:
         """One edit per η with the fitted ``unet``, in one batched pass, each seeded with ``seed``."""
         condition = interpolate(self.e_tgt, self.e_opt, check_etas(etas))
         latents = sample(
-            self.backbone, condition, self.shape, config, [check_seed(seed)] * condition.batch_size,
-            unet=unet, inpaint=self.inpaint, progress=progress,
+            self.backbone,
+            condition,
+            self.shape,
+            config,
+            [check_seed(seed)] * condition.batch_size,
+            unet=unet,
+            inpaint=self.inpaint,
+            progress=progress,
         )
         return decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
 

@@ -322,12 +322,23 @@ def _bundle_matches(path: Path, config: EvalConfig, clip: CheckedClip, method: s
     )
 
 
-def ensure_bundle(root: Path, res: Resources, config: EvalConfig, clip: CheckedClip, method: str, progress: bool) -> Path:
+def ensure_bundle(
+    root: Path, res: Resources, config: EvalConfig, clip: CheckedClip, method: str, progress: bool
+) -> Path:
     """The clip's bundle for ``method``: reused when it matches the settings, else fitted and saved."""
     path = root / "bundles" / clip.clip_id / method
     if not _bundle_matches(path, config, clip, method):
-        fit_clip(res.backbone, clip.clip, clip.row.target_prompt, config.fit_config(method), path,
-                 edit_type=clip.row.edit_type, mask=clip.mask, overwrite=True, progress=progress)
+        fit_clip(
+            res.backbone,
+            clip.clip,
+            clip.row.target_prompt,
+            config.fit_config(method),
+            path,
+            edit_type=clip.row.edit_type,
+            mask=clip.mask,
+            overwrite=True,
+            progress=progress,
+        )
     return path
 
 

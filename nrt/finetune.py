@@ -82,7 +82,9 @@ def _trainable_unet(backbone: Backbone, method: str, lora: dict[str, Any] | None
 
 @contextlib.contextmanager
 def _adapter(
-    backbone: Backbone, lora: dict[str, Any] | None, state: dict[str, torch.Tensor] | None = None,
+    backbone: Backbone,
+    lora: dict[str, Any] | None,
+    state: dict[str, torch.Tensor] | None = None,
     trainable: bool = False,
 ) -> Iterator[UNet2DConditionModel]:
     """The backbone's UNet with a LoRA adapter (loaded from ``state`` if given) until the block ends."""

@@ -34,7 +34,9 @@ class FitConfig:
     embed_steps: int = field(default=500, metadata={"help": "step 1 optimisation steps"})
     embed_lr: float = field(default=2e-3, metadata={"help": "step 1 Adam learning rate"})
     tune_steps: int = field(default=1500, metadata={"help": "step 2 optimisation steps"})
-    tune_lr: float | None = field(default=None, metadata={"help": "step 2 Adam learning rate (None: 1e-6 full, 3e-4 LoRA)"})
+    tune_lr: float | None = field(
+        default=None, metadata={"help": "step 2 Adam learning rate (None: 1e-6 full, 3e-4 LoRA)"}
+    )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (None: equal to the rank)"})
     lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "UNet modules LoRA adapts"})
@@ -136,18 +138,34 @@ def _fit_latents(
 
     # 2. Step 1: the embedding, UNet frozen
     e_opt, step1 = optimize_embedding(
-        backbone, scheduler, latents, e_tgt,
-        steps=config.embed_steps, lr=config.embed_lr, batch_size=config.batch_size,
-        generator=generator, weight=weight, progress=progress,
+        backbone,
+        scheduler,
+        latents,
+        e_tgt,
+        steps=config.embed_steps,
+        lr=config.embed_lr,
+        batch_size=config.batch_size,
+        generator=generator,
+        weight=weight,
+        progress=progress,
     )
     losses["probe_e_opt"] = probe.loss(backbone, scheduler, latents, e_opt, weight=weight)
 
     # 3. Step 2: the UNet on e_opt
     state, step2 = finetune_unet(
-        backbone, scheduler, latents, e_opt,
-        method=config.method, steps=config.tune_steps, lr=config.resolved_tune_lr,
-        batch_size=config.batch_size, generator=generator, lora=config.lora,
-        gradient_checkpointing=config.gradient_checkpointing, weight=weight, progress=progress,
+        backbone,
+        scheduler,
+        latents,
+        e_opt,
+        method=config.method,
+        steps=config.tune_steps,
+        lr=config.resolved_tune_lr,
+        batch_size=config.batch_size,
+        generator=generator,
+        lora=config.lora,
+        gradient_checkpointing=config.gradient_checkpointing,
+        weight=weight,
+        progress=progress,
     )
     with fitted_unet(backbone, config.method, state, config.lora) as unet:
         losses["probe_fitted"] = probe.loss(backbone, scheduler, latents, e_opt, unet=unet, weight=weight)

@@ -18,7 +18,9 @@ from .masks import Range, ranges_to_latent_mask
 logger = logging.getLogger(__name__)
 
 
-def latent_weight(backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None) -> torch.Tensor | None:
+def latent_weight(
+    backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None
+) -> torch.Tensor | None:
     """1 on the latent frames the input covers, 0 on those an inpainting mask touches."""
     if not mask:
         return None
@@ -54,19 +56,30 @@ def fit_clip(
     # 2. Steps 1 and 2 on the input as the backbone sees it
     prepared = prepare_input(backbone, clip)
     result = fit(
-        backbone, prepared.wave, prompt, config,
-        latent_weight=latent_weight(backbone, clip, mask), progress=progress,
+        backbone,
+        prepared.wave,
+        prompt,
+        config,
+        latent_weight=latent_weight(backbone, clip, mask),
+        progress=progress,
     )
     losses = result.losses
-    logger.info("%s: %s fit in %.1f s; probe loss %.4f (e_tgt) -> %.4f (e_opt) -> %.4f (fitted)",
-                path, config.method, result.seconds, losses["probe_e_tgt"], losses["probe_e_opt"],
-                losses["probe_fitted"])
+    logger.info(
+        "%s: %s fit in %.1f s; probe loss %.4f (e_tgt) -> %.4f (e_opt) -> %.4f (fitted)",
+        path,
+        config.method,
+        result.seconds,
+        losses["probe_e_tgt"],
+        losses["probe_e_opt"],
+        losses["probe_fitted"],
+    )
     if check is not None:
         check(result)
 
     # 3. The bundle, swapped into place whole
-    save_bundle(path, result, backbone.info, clip, target_prompt=prompt, edit_type=edit_type, mask=mask,
-                overwrite=overwrite)
+    save_bundle(
+        path, result, backbone.info, clip, target_prompt=prompt, edit_type=edit_type, mask=mask, overwrite=overwrite
+    )
     return result
 
 

@@ -37,25 +37,19 @@ def resolve_model_dir(
         return path, None
     name = str(name_or_path)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise ModelNotFoundError(
-            f"model {name!r} is neither a model directory nor a hub id of the form owner/name"
-        )
+        raise ModelNotFoundError(f"model {name!r} is neither a model directory nor a hub id of the form owner/name")
 
     from huggingface_hub import snapshot_download
 
     allow_patterns = list(allow_patterns) if allow_patterns is not None else None
 
     try:
-        snapshot = snapshot_download(
-            name, revision=revision, allow_patterns=allow_patterns, local_files_only=True
-        )
+        snapshot = snapshot_download(name, revision=revision, allow_patterns=allow_patterns, local_files_only=True)
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise ModelNotFoundError(_not_found(name, "not in the local cache and HF_HUB_OFFLINE is set")) from None
         try:
-            snapshot = snapshot_download(
-                name, revision=revision, allow_patterns=allow_patterns, etag_timeout=5
-            )
+            snapshot = snapshot_download(name, revision=revision, allow_patterns=allow_patterns, etag_timeout=5)
         except Exception as exc:  # network errors, 401/404 from the hub, ...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelNotFoundError(_not_found(name, reason[:200])) from None

@@ -150,8 +150,9 @@ def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) ->
     for row in rows:
         try:
             clip = load_audio(row.audio, max_seconds=max_seconds)
-            mask = resolve_mask(row.edit_type, row.mask, clip.samples, clip.sample_rate,
-                                hint="in a mask column", name=row.clip_id)
+            mask = resolve_mask(
+                row.edit_type, row.mask, clip.samples, clip.sample_rate, hint="in a mask column", name=row.clip_id
+            )
             clips.append(CheckedClip(row, clip, mask, samples_sha256(clip.samples)))
         except InputError as exc:
             errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
@@ -161,5 +162,12 @@ def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) ->
     return clips
 
 
-__all__ = ["EDIT_TYPES", "REQUIRED_COLUMNS", "CheckedClip", "ManifestRow", "load_clips", "read_manifest",
-           "validate_clip_id"]
+__all__ = [
+    "EDIT_TYPES",
+    "REQUIRED_COLUMNS",
+    "CheckedClip",
+    "ManifestRow",
+    "load_clips",
+    "read_manifest",
+    "validate_clip_id",
+]

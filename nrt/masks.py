@@ -95,8 +95,7 @@ def validate_ranges(ranges: Iterable[Range], duration: float) -> list[Range]:
     for start, end in checked:
         if start >= duration:
             raise InputError(
-                f"mask range {_seconds(start)}-{_seconds(end)} starts past the end of the clip "
-                f"({duration:.3f} s long)"
+                f"mask range {_seconds(start)}-{_seconds(end)} starts past the end of the clip ({duration:.3f} s long)"
             )
     return [(start, min(end, duration)) for start, end in merge_ranges(checked)]
 

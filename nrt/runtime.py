@@ -16,8 +16,9 @@ from .errors import NrtError
 NAMESPACE = "nrt"
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
-            log_to_driver: bool = False) -> bool:
+def connect(
+    address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = False
+) -> bool:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), or
     start a local Ray. True when Ray was started here, to be shut down when the work ends."""
     if ray.is_initialized():

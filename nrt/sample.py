@@ -126,8 +126,10 @@ def sample(
         latents = scheduler.step(output, t, latents, **step_kwargs).prev_sample
         if region is not None:
             later = timesteps[start + i + 1] if start + i + 1 < len(timesteps) else None
-            context = known if later is None else scheduler.add_noise(
-                known, _noise(generators, shape).to(device), later.repeat(batch)
+            context = (
+                known
+                if later is None
+                else scheduler.add_noise(known, _noise(generators, shape).to(device), later.repeat(batch))
             )
             latents = torch.where(region, latents, context)
     return latents

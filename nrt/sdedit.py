@@ -42,8 +42,15 @@ def sdedit(
     outputs = []
     for strength in strengths:
         edited = sample(
-            backbone, condition, latents.shape[1:], config, [seed],
-            init=latents, strength=strength, inpaint=inpaint, progress=progress,
+            backbone,
+            condition,
+            latents.shape[1:],
+            config,
+            [seed],
+            init=latents,
+            strength=strength,
+            inpaint=inpaint,
+            progress=progress,
         )
         outputs.extend(decode_outputs(backbone, edited, prepared, clip, mask))
     return outputs

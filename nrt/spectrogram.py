@@ -51,7 +51,11 @@ def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
 
 
 def mel_filters(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None,
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
     norm: str | None = "slaney",
 ) -> np.ndarray:
     """Triangular filters [n_mels, 1 + n_fft // 2] on the Slaney mel scale (float32); with

@@ -111,7 +111,7 @@ class Storage:
         local.mkdir(parents=True, exist_ok=True)
         base = self._path(rel)
         for path in self.fs.find(base):
-            target = local / str(path)[len(base):].lstrip("/")
+            target = local / str(path)[len(base) :].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(path, str(target))
         return local
@@ -254,7 +254,9 @@ def read_registry_entry(storage: Storage, clip_id: str) -> dict[str, Any] | None
         logger.warning("ignoring %s: not an nrt registry entry", storage.uri(rel))
         return None
     if entry["format_version"] > REGISTRY_VERSION:
-        logger.warning("ignoring %s: registry format %s is newer than this nrt reads", storage.uri(rel), entry["format_version"])
+        logger.warning(
+            "ignoring %s: registry format %s is newer than this nrt reads", storage.uri(rel), entry["format_version"]
+        )
         return None
     if entry.get("clip_id") != clip_id:
         logger.warning("ignoring %s: it names clip %r", storage.uri(rel), entry.get("clip_id"))

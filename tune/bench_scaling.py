@@ -23,8 +23,7 @@ def main(argv=None) -> int:
     from nrt.sweep.scaling import ScalingSetup, run_scaling
 
     d = ScalingSetup()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--clips", type=int, default=d.clips, help="clips N")
     p.add_argument("--gpus", type=int, default=d.gpus, help="stand-in GPUs G")
     p.add_argument("--fit-seconds", type=float, default=d.fit_seconds, help="one fit, on a whole GPU")
@@ -33,14 +32,28 @@ def main(argv=None) -> int:
     p.add_argument("--trial-gpus", type=float, default=d.trial_gpus, help="GPU fraction of a trial")
     p.add_argument("--concurrent-trials", type=int, default=d.concurrent_trials, help="trials of one clip at once")
     args = p.parse_args(argv)
-    setup = ScalingSetup(args.clips, args.gpus, args.fit_seconds, args.trial_seconds, args.trials,
-                         args.trial_gpus, args.concurrent_trials)
+    setup = ScalingSetup(
+        args.clips,
+        args.gpus,
+        args.fit_seconds,
+        args.trial_seconds,
+        args.trials,
+        args.trial_gpus,
+        args.concurrent_trials,
+    )
     start = time.time()
-    print(f"{setup.clips} clips on {setup.gpus} stand-in GPUs: fit {setup.fit_seconds:g} s on a whole GPU, "
-          f"{setup.trials} trials of {setup.trial_seconds:g} s on {setup.trial_gpus:g} GPU, "
-          f"{setup.concurrent_trials} at once per clip", flush=True)
-    report = run_scaling(setup, on_progress=lambda line: print(f"[{time.time() - start:6.1f} s] {line}", flush=True)
-                         if "done" in line or "FAILED" in line else None)
+    print(
+        f"{setup.clips} clips on {setup.gpus} stand-in GPUs: fit {setup.fit_seconds:g} s on a whole GPU, "
+        f"{setup.trials} trials of {setup.trial_seconds:g} s on {setup.trial_gpus:g} GPU, "
+        f"{setup.concurrent_trials} at once per clip",
+        flush=True,
+    )
+    report = run_scaling(
+        setup,
+        on_progress=lambda line: (
+            print(f"[{time.time() - start:6.1f} s] {line}", flush=True) if "done" in line or "FAILED" in line else None
+        ),
+    )
     print(f"\nGPU work          {report['gpu_seconds']:.1f} GPU-s (measured busy {report['busy_gpu_seconds']:.1f})")
     print(f"ideal time        {report['ideal_seconds']:.1f} s")
     print(f"measured time     {report['measured_seconds']:.1f} s")

@@ -36,31 +36,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="tune/sweep.py", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     g = p.add_argument_group("clips and results")
     g.add_argument("--manifest", default=str(EXAMPLES), help="CSV: id, edit_type, audio, target_prompt[, mask]")
-    g.add_argument("--storage", default=os.environ.get("NRT_STORAGE", "sweep-results"),
-                   help="storage root: local directory, s3://bucket/prefix or gs://bucket/prefix ($NRT_STORAGE)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue: skip clips in the registry, reuse bundles, restore unfinished experiments")
-    g.add_argument("--optuna-storage", default=os.environ.get("NRT_OPTUNA_STORAGE"),
-                   help="SQLAlchemy URL of Optuna's studies (default: SQLite in a local storage root)")
+    g.add_argument(
+        "--storage",
+        default=os.environ.get("NRT_STORAGE", "sweep-results"),
+        help="storage root: local directory, s3://bucket/prefix or gs://bucket/prefix ($NRT_STORAGE)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue: skip clips in the registry, reuse bundles, restore unfinished experiments",
+    )
+    g.add_argument(
+        "--optuna-storage",
+        default=os.environ.get("NRT_OPTUNA_STORAGE"),
+        help="SQLAlchemy URL of Optuna's studies (default: SQLite in a local storage root)",
+    )
 
     g = p.add_argument_group("search")
     g.add_argument("--trials", type=int, default=None, help="trials per clip and fit setting (default by model)")
-    g.add_argument("--eta", nargs="+", default=None, metavar="V", help="η: one value, a range LOW:HIGH, or several values")
+    g.add_argument(
+        "--eta", nargs="+", default=None, metavar="V", help="η: one value, a range LOW:HIGH, or several values"
+    )
     g.add_argument("--steps", nargs="+", default=None, metavar="V", help="diffusion steps T: value, LOW:HIGH or values")
     g.add_argument("--guidance", nargs="+", default=None, metavar="V", help="guidance scale: value, LOW:HIGH or values")
     g.add_argument("--scheduler", nargs="+", default=["ddpm"], choices=["ddpm", "ddim"], help="sampler(s)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed of every trial, and the searcher's")
-    g.add_argument("--clap", default=None,
-                   help=f"CLAP model of the scores (default: mini for --model mini, tiny for the toy models, else {DEFAULT_CLAP})")
+    g.add_argument(
+        "--clap",
+        default=None,
+        help=f"CLAP model of the scores (default: mini for --model mini, tiny for the toy models, else {DEFAULT_CLAP})",
+    )
     g.add_argument("--smoke-test", action="store_true", help="a few steps and two trials per clip: seconds, for CI")
 
     g = p.add_argument_group("fit (steps 1 and 2); several values make a grid, each point fitted once")
-    g.add_argument("--method", nargs="+", choices=["full", "lora"], default=[d.method], help="full fine-tune and/or LoRA")
+    g.add_argument(
+        "--method", nargs="+", choices=["full", "lora"], default=[d.method], help="full fine-tune and/or LoRA"
+    )
     g.add_argument("--embed-steps", type=int, nargs="+", default=None, help="step 1 steps (default by model)")
     g.add_argument("--embed-lr", type=float, nargs="+", default=[None], help="step 1 learning rate (default by model)")
     g.add_argument("--tune-steps", type=int, nargs="+", default=None, help="step 2 steps (default by model)")
-    g.add_argument("--tune-lr", type=float, nargs="+", default=[None],
-                   help="step 2 learning rate (default by model and method: see `nrt edit --help`)")
+    g.add_argument(
+        "--tune-lr",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="step 2 learning rate (default by model and method: see `nrt edit --help`)",
+    )
     g.add_argument("--lora-rank", type=int, nargs="+", default=[d.lora_rank], help="LoRA rank")
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", nargs="+", default=list(d.lora_targets), help="UNet modules LoRA adapts")
@@ -70,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mini", help="hub id, local directory, or built-in name (see `nrt models`)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: GPUs where the cluster has them; cuda: ask for GPUs (an autoscaler then adds them)")
+    g.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: GPUs where the cluster has them; cuda: ask for GPUs (an autoscaler then adds them)",
+    )
     g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="backbone precision")
 
     g = p.add_argument_group("Ray")
@@ -96,17 +121,33 @@ def sweep_config(args: argparse.Namespace):
     preset = PRESETS["smoke" if args.smoke_test else defaults.preset]
     chosen = {name: getattr(args, name) for name in ("embed_steps", "tune_steps", "trials", *SEARCHED)}
     preset = {**preset, **{name: value for name, value in chosen.items() if value is not None}}
-    base = FitConfig(lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets), batch_size=args.batch_size,
-                     seed=args.fit_seed, gradient_checkpointing=args.gradient_checkpointing)
+    base = FitConfig(
+        lora_alpha=args.lora_alpha,
+        lora_targets=tuple(args.lora_targets),
+        batch_size=args.batch_size,
+        seed=args.fit_seed,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
     grid = {"method": args.method, "embed_lr": args.embed_lr, "tune_lr": args.tune_lr, "lora_rank": args.lora_rank}
     fits = preset_fits(preset, base, grid, args.model)
     space = preset_space(preset)
     resources = Resources(fit_cpus=args.fit_cpus, trial_cpus=args.trial_cpus, trial_gpus=args.trial_gpus)
     return SweepConfig(
-        storage=args.storage, model=args.model, device=args.device, dtype=args.dtype, fits=tuple(fits), space=space,
-        seed=args.seed, trials=preset["trials"], concurrent_trials=args.concurrent_trials,
-        clap=args.clap or defaults.clap, optuna_storage=args.optuna_storage,
-        max_retries=args.max_retries, max_clips=args.max_clips, resources=resources, resume=args.resume,
+        storage=args.storage,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        fits=tuple(fits),
+        space=space,
+        seed=args.seed,
+        trials=preset["trials"],
+        concurrent_trials=args.concurrent_trials,
+        clap=args.clap or defaults.clap,
+        optuna_storage=args.optuna_storage,
+        max_retries=args.max_retries,
+        max_clips=args.max_clips,
+        resources=resources,
+        resume=args.resume,
     )
 
 
@@ -128,16 +169,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quiet:
                 print(f"[{time.time() - started:7.1f} s] {line}", flush=True)
 
-        say(f"model {config.model}, {len(config.fits)} fit setting(s), {config.trials} trials each; search "
-            + ", ".join(f"{n} {p.describe()}" for n, p in config.space.items()))
-        result = run_sweep(args.manifest, config, address=args.address, num_cpus=args.num_cpus,
-                           num_gpus=args.num_gpus, on_progress=say, log_to_driver=args.verbose)
+        say(
+            f"model {config.model}, {len(config.fits)} fit setting(s), {config.trials} trials each; search "
+            + ", ".join(f"{n} {p.describe()}" for n, p in config.space.items())
+        )
+        result = run_sweep(
+            args.manifest,
+            config,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            on_progress=say,
+            log_to_driver=args.verbose,
+        )
         print()
         print(render_table(result.rows))
         print(f"\n{describe_clap(config.clap)}")
-        print(f"{len(result.rows)} clip(s) in {result.seconds:.1f} s; fits computed {result.fits.get('computed', 0)}, "
-              f"reused {result.fits.get('reused', 0)}. Table: {result.storage}/results.csv; "
-              f"registry: {result.storage}/registry/")
+        print(
+            f"{len(result.rows)} clip(s) in {result.seconds:.1f} s; fits computed {result.fits.get('computed', 0)}, "
+            f"reused {result.fits.get('reused', 0)}. Table: {result.storage}/results.csv; "
+            f"registry: {result.storage}/registry/"
+        )
         if result.failed:
             print(f"tune/sweep.py: {len(result.failed)} clip(s) failed:", file=sys.stderr)
             for row in result.rows:

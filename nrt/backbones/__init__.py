@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .base import Backbone, BackboneInfo, Condition, Loudness, interpolate
+from .base import Backbone, BackboneInfo, Condition, Loudness
 
 logger = logging.getLogger(__name__)
 
 BUILTIN = {
     "mini": "nrt-mini (the default): a 9 M-parameter text-to-audio model trained by nrt on generated sound "
-            "scenes, shipped in the package; real edits on a CPU, in its own small sound world (nrt/mini/MODEL_CARD.md)",
+    "scenes, shipped in the package; real edits on a CPU, in its own small sound world (nrt/mini/MODEL_CARD.md)",
     "tiny": "TANGO's architecture at toy size, random weights; written to the cache on first use (no download)",
     "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use",
 }
@@ -25,10 +25,16 @@ KNOWN_HUB = {
     "cvssp/audioldm-s-full-v2": "AudioLDM small, CLAP class embedding (CC BY-NC-SA 4.0)",
     "cvssp/audioldm-m-full": "AudioLDM medium (CC BY-NC-SA 4.0)",
 }
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
-__all__ = ["Backbone", "BackboneInfo", "Condition", "Loudness", "interpolate", "load_backbone", "parse_dtype"]
+__all__ = ["Backbone", "BackboneInfo", "Condition", "Loudness", "load_backbone", "parse_dtype"]
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:

@@ -136,9 +136,7 @@ def _front_end(directory: Path, vocoder: SpeechT5HifiGan, vae: AutoencoderKL) ->
         )
     vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
     if stft.n_mel_channels % vae_down:
-        raise ModelNotFoundError(
-            f"{stft.n_mel_channels} mel bins do not divide by the VAE's downsampling ({vae_down})"
-        )
+        raise ModelNotFoundError(f"{stft.n_mel_channels} mel bins do not divide by the VAE's downsampling ({vae_down})")
     return stft
 
 
@@ -295,9 +293,16 @@ def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
     # 1. CLAP's text branch at toy size, with a tokenizer built here
     tokenizer = _tiny_tokenizer(seed)
     text_config = ClapTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=TINY_MAX_TOKENS + 2, projection_dim=TINY_TEXT_DIM,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=TINY_MAX_TOKENS + 2,
+        projection_dim=TINY_TEXT_DIM,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     ClapTextModelWithProjection(text_config).save_pretrained(directory / "text_encoder")
     tokenizer.save_pretrained(directory / "tokenizer")

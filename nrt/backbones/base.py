@@ -57,13 +57,6 @@ class Condition:
         return Condition(embeds, mask)
 
 
-def interpolate(e_tgt: Condition, e_opt: Condition, etas: Sequence[float]) -> Condition:
-    """Step 3's ``e(η)``: see :func:`nrt.edit.interpolate`, where it lives."""
-    from ..edit import interpolate as step3
-
-    return step3(e_tgt, e_opt, etas)
-
-
 @dataclass
 class Loudness:
     """What the front end did to the level of a waveform, so that the output can undo it."""

@@ -66,13 +66,31 @@ _LRELU_SLOPE = 0.1
 _VAE_TOP_KEYS = {"ddconfig", "embed_dim", "scale_factor", "image_key", "subband", "time_shuffle"}
 # Training-only arguments of the original AutoencoderKL: they do not change the network.
 _VAE_TRAINING_KEYS = {
-    "lossconfig", "ckpt_path", "reload_from_ckpt", "ignore_keys", "colorize_nlabels",
-    "monitor", "base_learning_rate",
+    "lossconfig",
+    "ckpt_path",
+    "reload_from_ckpt",
+    "ignore_keys",
+    "colorize_nlabels",
+    "monitor",
+    "base_learning_rate",
 }
 _DDCONFIG_KEYS = {
-    "double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch", "ch_mult",
-    "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv", "use_linear_attn",
-    "attn_type", "downsample_time_stride4_levels", "give_pre_end", "tanh_out",
+    "double_z",
+    "z_channels",
+    "resolution",
+    "in_channels",
+    "out_ch",
+    "ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "dropout",
+    "resamp_with_conv",
+    "use_linear_attn",
+    "attn_type",
+    "downsample_time_stride4_levels",
+    "give_pre_end",
+    "tanh_out",
     # Present in TANGO's config; the original Encoder and Decoder swallow it unused.
     "downsample_time",
 }
@@ -134,9 +152,7 @@ def vae_config_to_diffusers(vae_config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"channels {block_out} must be multiples of {_NORM_GROUPS} (the original GroupNorm)")
     z_channels, embed_dim = int(dd["z_channels"]), int(vae_config["embed_dim"])
     if z_channels != embed_dim:
-        raise ValueError(
-            f"z_channels ({z_channels}) != embed_dim ({embed_dim}): diffusers' AutoencoderKL ties the two"
-        )
+        raise ValueError(f"z_channels ({z_channels}) != embed_dim ({embed_dim}): diffusers' AutoencoderKL ties the two")
     if dd.get("dropout", 0.0):
         # Dropout acts only in training, and nrt never trains the VAE.
         logger.info("ignoring VAE dropout %s (inference only)", dd["dropout"])
@@ -229,7 +245,7 @@ def _rename_all(sd: Mapping[str, torch.Tensor], rename: _Rename) -> dict[str, to
 def split_vocoder(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Split an original VAE state dict into (VAE keys, vocoder keys without ``vocoder.``)."""
     vae = {k: v for k, v in sd.items() if not k.startswith("vocoder.")}
-    vocoder = {k[len("vocoder."):]: v for k, v in sd.items() if k.startswith("vocoder.")}
+    vocoder = {k[len("vocoder.") :]: v for k, v in sd.items() if k.startswith("vocoder.")}
     return vae, vocoder
 
 

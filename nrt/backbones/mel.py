@@ -29,9 +29,7 @@ class StftConfig:
 
     def __post_init__(self) -> None:
         if self.win_length > self.filter_length:
-            raise ValueError(
-                f"win_length ({self.win_length}) must not exceed filter_length ({self.filter_length})"
-            )
+            raise ValueError(f"win_length ({self.win_length}) must not exceed filter_length ({self.filter_length})")
         if not 0 <= self.mel_fmin < self.mel_fmax <= self.sampling_rate / 2:
             raise ValueError(
                 f"mel band {self.mel_fmin}-{self.mel_fmax} Hz must lie within 0-{self.sampling_rate / 2} Hz"

@@ -59,7 +59,9 @@ class PatchAutoencoder(torch.nn.Module):
         b, _, frames, mels = mel.shape
         p = self.patch
         if frames % p or mels != self.n_mels:
-            raise ValueError(f"a mel of {frames} frames x {mels} bins does not fold into {p}x{p} patches of {self.n_mels} bins")
+            raise ValueError(
+                f"a mel of {frames} frames x {mels} bins does not fold into {p}x{p} patches of {self.n_mels} bins"
+            )
         x = (mel[:, 0] - self.mean) / self.std
         x = x.reshape(b, frames // p, p, mels // p, p).permute(0, 2, 4, 1, 3)
         return x.reshape(b, p * p, frames // p, mels // p)
@@ -91,8 +93,9 @@ class GriffinLimVocoder(torch.nn.Module):
 
     @classmethod
     def from_config(cls, stft: StftConfig, config: Mapping[str, Any]) -> GriffinLimVocoder:
-        return cls(stft, int(config.get("n_iter", 32)), float(config.get("momentum", 0.99)),
-                   int(config.get("nnls_iter", 20)))
+        return cls(
+            stft, int(config.get("n_iter", 32)), float(config.get("momentum", 0.99)), int(config.get("nnls_iter", 20))
+        )
 
     @property
     def device(self) -> torch.device:
@@ -116,13 +119,22 @@ class GriffinLimVocoder(torch.nn.Module):
 
     def _stft(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.stft
-        return torch.stft(wave, cfg.filter_length, cfg.hop_length, cfg.win_length, self.window,
-                          center=True, pad_mode="reflect", return_complex=True)
+        return torch.stft(
+            wave,
+            cfg.filter_length,
+            cfg.hop_length,
+            cfg.win_length,
+            self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         cfg = self.stft
-        return torch.istft(spec, cfg.filter_length, cfg.hop_length, cfg.win_length, self.window,
-                           center=True, length=length)
+        return torch.istft(
+            spec, cfg.filter_length, cfg.hop_length, cfg.win_length, self.window, center=True, length=length
+        )
 
     @torch.no_grad()
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:

@@ -94,9 +94,7 @@ class TangoBackbone(MelLatentBackbone):
     def null_condition(self, like: Condition) -> Condition:
         length = like.embeds.shape[1]
         if length not in self._null_cache:
-            batch = self.tokenizer(
-                [""], max_length=length, padding="max_length", truncation=True, return_tensors="pt"
-            )
+            batch = self.tokenizer([""], max_length=length, padding="max_length", truncation=True, return_tensors="pt")
             self._null_cache[length] = self._tokens_to_condition(batch)
         return self._null_cache[length].to(like.embeds.device, like.embeds.dtype).repeat(like.batch_size)
 

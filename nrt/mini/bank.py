@@ -69,7 +69,9 @@ class SceneBank:
                 bar.update(len(w))
         bar.close()
         self.waves = torch.from_numpy(np.concatenate(waves))
-        self.features = torch.from_numpy(np.concatenate([f for f in features if f is not None])) if featurize is not None else None
+        self.features = (
+            torch.from_numpy(np.concatenate([f for f in features if f is not None])) if featurize is not None else None
+        )
         logger.info("rendered %d scenes (%.1f MB)", n, self.waves.numel() * 2 / 1e6)
 
     def __len__(self) -> int:

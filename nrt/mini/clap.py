@@ -147,9 +147,7 @@ def build_clap(directory: str | os.PathLike, seed: int = 0) -> Path:
     return directory
 
 
-def _save(
-    model: ClapModel, tok: PreTrainedTokenizerBase, extractor: ClapFeatureExtractor, directory: Path
-) -> None:
+def _save(model: ClapModel, tok: PreTrainedTokenizerBase, extractor: ClapFeatureExtractor, directory: Path) -> None:
     # float16 halves the file; the scorer loads it back as float32 (dtype None).
     model.to(torch.float16).save_pretrained(directory)
     tok.save_pretrained(directory)
@@ -258,9 +256,7 @@ def clap_loss(model: ClapModel, batch: ClapBatch) -> torch.Tensor:
     return (text_to_audio + audio_to_text) / 2
 
 
-def heldout_batch(
-    extractor: ClapFeatureExtractor, tok: PreTrainedTokenizerBase, n: int, variant: int = 1
-) -> ClapBatch:
+def heldout_batch(extractor: ClapFeatureExtractor, tok: PreTrainedTokenizerBase, n: int, variant: int = 1) -> ClapBatch:
     """The first ``n`` held-out scenes with wording ``variant``, as a CPU batch."""
     from .scenes import scene_for
 

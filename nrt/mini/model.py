@@ -73,9 +73,17 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 def text_encoder_config(vocab_size: int) -> T5Config:
     return T5Config(
-        vocab_size=vocab_size, d_model=TEXT_DIM, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
-        feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False,
-        pad_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        d_model=TEXT_DIM,
+        d_kv=32,
+        d_ff=256,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        is_encoder_decoder=False,
+        pad_token_id=0,
+        eos_token_id=1,
     )
 
 
@@ -93,21 +101,35 @@ class TextToAudio(torch.nn.Module):
             torch.manual_seed(seed)
             return cls(UNet2DConditionModel(**UNET_CONFIG), T5EncoderModel(text_encoder_config(vocab_size)))
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.unet(noisy, timesteps, encoder_hidden_states=hidden,
-                         encoder_attention_mask=attention_mask.bool()).sample
+        return self.unet(
+            noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=attention_mask.bool()
+        ).sample
 
 
-def write_model(directory: str | Path, model: TextToAudio, codec: PatchAutoencoder,
-                tok: PreTrainedTokenizerFast, extra: dict | None = None) -> Path:
+def write_model(
+    directory: str | Path,
+    model: TextToAudio,
+    codec: PatchAutoencoder,
+    tok: PreTrainedTokenizerFast,
+    extra: dict | None = None,
+) -> Path:
     """Write a trained (or untrained) model in TANGO's layout, UNet and text encoder in float16."""
     return write_tango(
-        Path(directory), unet=model.unet, text_encoder=model.text_encoder, tokenizer=tok,
-        vae_state={k: v.float().cpu() for k, v in codec.state_dict().items()}, vae_config=VAE_CONFIG,
-        stft_config=STFT_CONFIG, scheduler_config=sd21_scheduler(PREDICTION_TYPE),
-        extra={"nrt_mini_format": FORMAT, **(extra or {})}, dtype=torch.float16, stft_bases=False,
+        Path(directory),
+        unet=model.unet,
+        text_encoder=model.text_encoder,
+        tokenizer=tok,
+        vae_state={k: v.float().cpu() for k, v in codec.state_dict().items()},
+        vae_config=VAE_CONFIG,
+        stft_config=STFT_CONFIG,
+        scheduler_config=sd21_scheduler(PREDICTION_TYPE),
+        extra={"nrt_mini_format": FORMAT, **(extra or {})},
+        dtype=torch.float16,
+        stft_bases=False,
     )
 
 

@@ -831,7 +831,9 @@ def _draw_background(rng: np.random.Generator, background: str | None) -> str | 
 
 def _draw_kinds(rng: np.random.Generator, pool: Sequence[str], n: int, required: Sequence[str] = ()) -> list[str]:
     rest = [kind for kind in pool if kind not in required]
-    extra: np.ndarray | list[int] = rng.choice(len(rest), size=n - len(required), replace=False) if n > len(required) else []
+    extra: np.ndarray | list[int] = (
+        rng.choice(len(rest), size=n - len(required), replace=False) if n > len(required) else []
+    )
     return [*required, *(rest[int(i)] for i in extra)]
 
 

@@ -121,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=None, help="processes that render scenes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
-                        help="which weights --out receives: the moving average or the last step's")
+    parser.add_argument(
+        "--weights",
+        choices=("ema", "raw"),
+        default="ema",
+        help="which weights --out receives: the moving average or the last step's",
+    )
     parser.add_argument("--smoke", action="store_true", help="a few steps on a few scenes (CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -131,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is None:
         args.steps = 6 if args.smoke else 20_000
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -141,18 +150,31 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         bank.waves = bank.waves.to(device)
     parts = build_parts(bank, device, args.seed)
-    config = TrainConfig(steps=args.steps, lr=args.lr, warmup=min(500, args.steps // 10), seed=args.seed,
-                         max_minutes=args.minutes, checkpoint_every=10 if args.smoke else 500)
+    config = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        warmup=min(500, args.steps // 10),
+        seed=args.seed,
+        max_minutes=args.minutes,
+        checkpoint_every=10 if args.smoke else 500,
+    )
     result = train(
-        parts.model, loss_fn, make_batch(parts, bank, args.batch_size, args.seed, device), config, args.run_dir,
-        desc="text-to-audio", autocast=torch.bfloat16 if device.type == "cuda" else None,
+        parts.model,
+        loss_fn,
+        make_batch(parts, bank, args.batch_size, args.seed, device),
+        config,
+        args.run_dir,
+        desc="text-to-audio",
+        autocast=torch.bfloat16 if device.type == "cuda" else None,
     )
     extra = {"trained_steps": result.step, "batch_size": args.batch_size, "bank": args.bank, "weights": args.weights}
     out = write_atomically(args.out, parts, result.ema if args.weights == "ema" else result.model, extra)
     recent = result.losses[-100:]
-    print(f"step {result.step}/{args.steps} ({'finished' if result.finished else 'paused'}), "
-          f"loss {np.mean(recent):.4f} over the last {len(recent)} steps, "
-          f"{(time.monotonic() - began) / 60:.1f} min; model written to {out}")
+    print(
+        f"step {result.step}/{args.steps} ({'finished' if result.finished else 'paused'}), "
+        f"loss {np.mean(recent):.4f} over the last {len(recent)} steps, "
+        f"{(time.monotonic() - began) / 60:.1f} min; model written to {out}"
+    )
     return 0
 
 

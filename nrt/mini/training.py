@@ -160,8 +160,13 @@ def train(
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.4f}")
             if step % config.checkpoint_every == 0:
                 save(step)
-                logger.info("%s: step %d, loss %.4f, %.1f steps/s", desc, step,
-                            sum(losses[-100:]) / len(losses[-100:]), (step - start) / (time.monotonic() - began))
+                logger.info(
+                    "%s: step %d, loss %.4f, %.1f steps/s",
+                    desc,
+                    step,
+                    sum(losses[-100:]) / len(losses[-100:]),
+                    (step - start) / (time.monotonic() - began),
+                )
     finally:
         bar.close()
         model.eval()

@@ -6,7 +6,6 @@ model), 413 (upload too large), 422 (a value out of range or of the wrong type) 
 full). The registry is read on every request, so a clip the sweep adds is served at once.
 """
 
-
 import hmac
 import logging
 import math
@@ -26,6 +25,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from .. import __version__
+from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
 from ..errors import InputError
 from ..manifest import MAX_CLIP_ID, validate_clip_id
 from ..runtime import NAMESPACE
@@ -45,6 +45,7 @@ from .jobs import ACTIVE, JOB_ID_PATTERN, accept_upload, job_runner, job_status,
 from .page import page_file
 from .schemas import (
     CLIP_ID_PATTERN,
+    EDIT_TYPE_WORDS,
     NOT_BLANK,
     ClipDetail,
     ClipList,
@@ -60,15 +61,30 @@ from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-         413: "too_large", 415: "unsupported_media_type", 422: "invalid_request", 503: "overloaded"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "overloaded",
+}
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 EDIT_HEADERS = {
-    "X-Nrt-Eta": "η used", "X-Nrt-Steps": "diffusion steps used", "X-Nrt-Guidance": "guidance scale used",
-    "X-Nrt-Scheduler": "sampler used", "X-Nrt-Seed": "seed used", "X-Nrt-Sample-Rate": "sample rate of the audio",
+    "X-Nrt-Eta": "η used",
+    "X-Nrt-Steps": "diffusion steps used",
+    "X-Nrt-Guidance": "guidance scale used",
+    "X-Nrt-Scheduler": "sampler used",
+    "X-Nrt-Seed": "seed used",
+    "X-Nrt-Sample-Rate": "sample rate of the audio",
     "X-Nrt-Edit-Seconds": "time the edit took on the editor",
-    "X-Nrt-Clap-Text": "with scores: CLAP text score", "X-Nrt-Clap-Audio": "with scores: CLAP audio score",
-    "X-Nrt-Clap-Sum": "with scores: their sum", "X-Nrt-Clap-Model": "with scores: the CLAP model",
+    "X-Nrt-Clap-Text": "with scores: CLAP text score",
+    "X-Nrt-Clap-Audio": "with scores: CLAP audio score",
+    "X-Nrt-Clap-Sum": "with scores: their sum",
+    "X-Nrt-Clap-Model": "with scores: the CLAP model",
 }
 BODY_SLACK = 64 * 1024  # room for the multipart framing and the text fields around the audio
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # the order Allow lists them in
@@ -81,10 +97,21 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # The pattern is stated, not checked here: validate_clip_id checks it and says what is wrong.
-ClipId = Annotated[str, Path(description="the clip's id: letters, digits, '-', '_', '.'; no leading dot",
-                             max_length=MAX_CLIP_ID, json_schema_extra={"pattern": CLIP_ID_PATTERN})]
-JobId = Annotated[str, Path(description="the job id POST /v1/clips returned (32 hexadecimal digits)",
-                            json_schema_extra={"pattern": JOB_ID_PATTERN})]
+ClipId = Annotated[
+    str,
+    Path(
+        description="the clip's id: letters, digits, '-', '_', '.'; no leading dot",
+        max_length=MAX_CLIP_ID,
+        json_schema_extra={"pattern": CLIP_ID_PATTERN},
+    ),
+]
+JobId = Annotated[
+    str,
+    Path(
+        description="the job id POST /v1/clips returned (32 hexadecimal digits)",
+        json_schema_extra={"pattern": JOB_ID_PATTERN},
+    ),
+]
 
 
 class BodyLimit:
@@ -117,8 +144,9 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     def _error(self) -> TooLarge:
-        return TooLarge(f"the request body is over {self.limit} bytes; uploads may have at most "
-                        f"{self.limit - BODY_SLACK} bytes")
+        return TooLarge(
+            f"the request body is over {self.limit} bytes; uploads may have at most {self.limit - BODY_SLACK} bytes"
+        )
 
 
 def _error_response(exc: ApiError) -> JSONResponse:
@@ -159,9 +187,11 @@ def create_app(service: "Ingress") -> FastAPI:
             "`POST /v1/clips/{clip_id}/edits` makes an edit with them, or with the settings you give. "
             "Every endpoint but `/healthz` needs `Authorization: Bearer <token>` when the service has a token; "
             "the listening page at `/` holds no data and asks the visitor for it. "
-            f"{describe_clap(settings.clap)}"
+            f"{describe_clap(settings.clap or DEFAULT_CLAP)}"
         ),
-        docs_url=None, redoc_url=None, openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK)
     guarded = [Depends(_authorizer(settings))]
@@ -183,8 +213,9 @@ def _authorizer(settings: ServiceSettings) -> Callable[..., None]:
         if settings.api_token is None:
             return
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("this service needs an Authorization: Bearer <token> header",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(
+                "this service needs an Authorization: Bearer <token> header", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
             raise Unauthorized("the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
 
@@ -201,8 +232,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, detail = _describe_validation(exc)
-        return JSONResponse({"error": "bad_request" if status == 400 else "invalid_request", "detail": detail},
-                            status_code=status)
+        return JSONResponse(
+            {"error": "bad_request" if status == 400 else "invalid_request", "detail": detail}, status_code=status
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -211,14 +243,18 @@ def _add_error_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": _allowed_methods(app, request.scope)}
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=headers)
-        return JSONResponse({"error": CODES.get(exc.status_code, "error"), "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=headers)
+        return JSONResponse(
+            {"error": CODES.get(exc.status_code, "error"), "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=headers,
+        )
 
     @app.exception_handler(Exception)
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": "internal", "detail": f"{type(exc).__name__}: the service failed; "
-                                                             "see its logs"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal", "detail": f"{type(exc).__name__}: the service failed; see its logs"}, status_code=500
+        )
 
 
 def _add_description_routes(app: FastAPI, guarded: Guards) -> None:
@@ -256,8 +292,13 @@ def _add_page_routes(app: FastAPI) -> None:
 def _add_clip_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
     """The registry: every clip, one clip, a clip's input."""
 
-    @app.get("/v1/clips", response_model=ClipList, dependencies=guarded, responses=_errors(401),
-             summary="Every clip the registry holds, with its best settings and scores")
+    @app.get(
+        "/v1/clips",
+        response_model=ClipList,
+        dependencies=guarded,
+        responses=_errors(401),
+        summary="Every clip the registry holds, with its best settings and scores",
+    )
     def list_clips() -> dict[str, Any]:
         clips = []
         for entry in list_registry(service.storage):
@@ -267,19 +308,35 @@ def _add_clip_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
                 logger.warning("registry entry of %s left out: %s", entry.get("clip_id"), exc)
         return {"clips": clips}
 
-    @app.get("/v1/clips/{clip_id}", response_model=ClipDetail, dependencies=guarded,
-             responses=_errors(401, 404, 422), summary="One clip: best settings, scores, fit and search")
+    @app.get(
+        "/v1/clips/{clip_id}",
+        response_model=ClipDetail,
+        dependencies=guarded,
+        responses=_errors(401, 404, 422),
+        summary="One clip: best settings, scores, fit and search",
+    )
     def get_clip(clip_id: ClipId) -> dict[str, Any]:
         entry = service.entry(clip_id)
-        return {**_summary(entry), "mask": entry.get("mask"), "fit": entry.get("fit") or {},
-                "search": entry.get("search") or {}, "seconds": entry.get("seconds"),
-                "clap_note": describe_clap(entry["scores"].get("clap", "?")),
-                "links": {"input": f"/v1/clips/{clip_id}/input", "edits": f"/v1/clips/{clip_id}/edits"}}
+        return {
+            **_summary(entry),
+            "mask": entry.get("mask"),
+            "fit": entry.get("fit") or {},
+            "search": entry.get("search") or {},
+            "seconds": entry.get("seconds"),
+            "clap_note": describe_clap(entry["scores"].get("clap", "?")),
+            "links": {"input": f"/v1/clips/{clip_id}/input", "edits": f"/v1/clips/{clip_id}/edits"},
+        }
 
-    @app.get("/v1/clips/{clip_id}/input", dependencies=guarded, response_class=Response,
-             responses={200: {"content": {t: {} for t in AUDIO_TYPES.values()}, "description": "the input as given"},
-                        **_errors(401, 404, 422)},
-             summary="The clip's input audio, exactly as it was given")
+    @app.get(
+        "/v1/clips/{clip_id}/input",
+        dependencies=guarded,
+        response_class=Response,
+        responses={
+            200: {"content": {t: {} for t in AUDIO_TYPES.values()}, "description": "the input as given"},
+            **_errors(401, 404, 422),
+        },
+        summary="The clip's input audio, exactly as it was given",
+    )
     def get_input(clip_id: ClipId) -> Response:
         entry = service.entry(clip_id)
         rel = entry.get("input")
@@ -287,30 +344,43 @@ def _add_clip_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
             meta = service.storage.read_json(f"{entry['bundle']}/bundle.json")
             rel = f"{entry['bundle']}/{meta['input']['file']}"
         suffix = PurePath(rel).suffix.lower()
-        return Response(service.storage.read_bytes(rel), media_type=AUDIO_TYPES.get(suffix, "application/octet-stream"),
-                        headers={"Content-Disposition": f'attachment; filename="{clip_id}{suffix}"'})
+        return Response(
+            service.storage.read_bytes(rel),
+            media_type=AUDIO_TYPES.get(suffix, "application/octet-stream"),
+            headers={"Content-Disposition": f'attachment; filename="{clip_id}{suffix}"'},
+        )
 
 
 def _add_edit_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
     """Edits of a registered clip, made by the editor deployment."""
 
-    @app.post("/v1/clips/{clip_id}/edits", dependencies=guarded, response_class=Response,
-              responses={200: {"content": {"audio/wav": {}, "audio/flac": {}},
-                               "description": "the edit, at the input's sample rate, length and channels",
-                               "headers": {k: {"description": v, "schema": {"type": "string"}}
-                                           for k, v in EDIT_HEADERS.items()}},
-                         **_errors(400, 401, 404, 409, 413, 422, 503)},
-              summary="Edit a clip: absent fields take the clip's best settings")
+    @app.post(
+        "/v1/clips/{clip_id}/edits",
+        dependencies=guarded,
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"audio/wav": {}, "audio/flac": {}},
+                "description": "the edit, at the input's sample rate, length and channels",
+                "headers": {k: {"description": v, "schema": {"type": "string"}} for k, v in EDIT_HEADERS.items()},
+            },
+            **_errors(400, 401, 404, 409, 413, 422, 503),
+        },
+        summary="Edit a clip: absent fields take the clip's best settings",
+    )
     async def edit(clip_id: ClipId, body: Annotated[EditRequest | None, Body()] = None) -> Response:
         request = body or EditRequest()
         entry = await run_in_threadpool(service.entry, clip_id)
         best = entry["best"]
         job = EditJob(
             bundle=entry["bundle"],
-            eta=_pick(request.eta, best["eta"], float), steps=_pick(request.steps, best["steps"], int),
+            eta=_pick(request.eta, best["eta"], float),
+            steps=_pick(request.steps, best["steps"], int),
             guidance=_pick(request.guidance, best["guidance"], float),
             scheduler=_pick(request.scheduler, best.get("scheduler", "ddpm"), str),
-            seed=_pick(request.seed, best.get("seed", 0), int), format=request.format, subtype=request.subtype,
+            seed=_pick(request.seed, best.get("seed", 0), int),
+            format=request.format,
+            subtype=request.subtype,
             scores=request.scores,
         )
         try:
@@ -319,15 +389,25 @@ def _add_edit_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
             raise Invalid(str(exc)) from None
         result = await service.run_edit(clip_id, job)
         headers = {
-            "X-Nrt-Eta": repr(job.eta), "X-Nrt-Steps": str(job.steps), "X-Nrt-Guidance": repr(job.guidance),
-            "X-Nrt-Scheduler": job.scheduler, "X-Nrt-Seed": str(job.seed),
-            "X-Nrt-Sample-Rate": str(result["sample_rate"]), "X-Nrt-Edit-Seconds": f"{result['seconds']:.3f}",
+            "X-Nrt-Eta": repr(job.eta),
+            "X-Nrt-Steps": str(job.steps),
+            "X-Nrt-Guidance": repr(job.guidance),
+            "X-Nrt-Scheduler": job.scheduler,
+            "X-Nrt-Seed": str(job.seed),
+            "X-Nrt-Sample-Rate": str(result["sample_rate"]),
+            "X-Nrt-Edit-Seconds": f"{result['seconds']:.3f}",
             "Content-Disposition": f'attachment; filename="{clip_id}-eta{job.eta:.2f}-seed{job.seed}.{job.format}"',
         }
         if result.get("scores"):
             scores = result["scores"]
-            headers.update({"X-Nrt-Clap-Text": repr(scores["text"]), "X-Nrt-Clap-Audio": repr(scores["audio"]),
-                            "X-Nrt-Clap-Sum": repr(scores["sum"]), "X-Nrt-Clap-Model": str(result["clap"])})
+            headers.update(
+                {
+                    "X-Nrt-Clap-Text": repr(scores["text"]),
+                    "X-Nrt-Clap-Audio": repr(scores["audio"]),
+                    "X-Nrt-Clap-Sum": repr(scores["sum"]),
+                    "X-Nrt-Clap-Model": str(result["clap"]),
+                }
+            )
         return Response(result["audio"], media_type=result["media_type"], headers=headers)
 
 
@@ -335,36 +415,70 @@ def _add_upload_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> Non
     """Uploads, fitted and searched in the background, and their jobs."""
     settings = service.settings
 
-    @app.post("/v1/clips", status_code=202, response_model=JobCreated, dependencies=guarded,
-              responses=_errors(400, 401, 409, 413, 422, 503),
-              summary="Upload a clip: it is fitted and searched in the background, then editable")
+    @app.post(
+        "/v1/clips",
+        status_code=202,
+        response_model=JobCreated,
+        dependencies=guarded,
+        responses=_errors(400, 401, 409, 413, 422, 503),
+        summary="Upload a clip: it is fitted and searched in the background, then editable",
+    )
     async def upload(
-        audio: Annotated[UploadFile, File(description=f"the recording (wav, flac, ogg, mp3), at most "
-                                                      f"{settings.max_upload_mb:g} MB and {settings.max_seconds:g} s",
-                                          json_schema_extra={"minLength": 1, "maxLength": settings.max_upload_bytes})],
-        target_prompt: Annotated[str, Form(description="what the edit should sound like (not blank)", min_length=1,
-                                           max_length=settings.max_prompt, json_schema_extra={"pattern": NOT_BLANK})],
-        edit_type: Annotated[EditType, Form(description="addition, style_transfer or inpainting")] = "addition",
-        mask: Annotated[str | None, Form(description="inpainting ranges in seconds, start-end joined by ';', with "
-                                                     "edit_type inpainting only (default: the input's silent gaps)",
-                                         max_length=2000)] = None,
-        clip_id: Annotated[Annotated[str, Field(json_schema_extra={"pattern": CLIP_ID_PATTERN})] | None,
-                           Form(description="id for the clip: letters, digits, '-', '_', '.'; no leading dot "
-                                            "(default: from the file name)", max_length=MAX_CLIP_ID)] = None,
+        audio: Annotated[
+            UploadFile,
+            File(
+                description=f"the recording (wav, flac, ogg, mp3), at most "
+                f"{settings.max_upload_mb:g} MB and {settings.max_seconds:g} s",
+                json_schema_extra={"minLength": 1, "maxLength": settings.max_upload_bytes},
+            ),
+        ],
+        target_prompt: Annotated[
+            str,
+            Form(
+                description="what the edit should sound like (not blank)",
+                min_length=1,
+                max_length=settings.max_prompt,
+                json_schema_extra={"pattern": NOT_BLANK},
+            ),
+        ],
+        edit_type: Annotated[EditType, Form(description=EDIT_TYPE_WORDS)] = "addition",
+        mask: Annotated[
+            str | None,
+            Form(
+                description="inpainting ranges in seconds, start-end joined by ';', with "
+                "edit_type inpainting only (default: the input's silent gaps)",
+                max_length=2000,
+            ),
+        ] = None,
+        clip_id: Annotated[
+            Annotated[str, Field(json_schema_extra={"pattern": CLIP_ID_PATTERN})] | None,
+            Form(
+                description="id for the clip: letters, digits, '-', '_', '.'; no leading dot "
+                "(default: from the file name)",
+                max_length=MAX_CLIP_ID,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         data = await audio.read(settings.max_upload_bytes + 1)
         runner = service.runner()
         if len(await runner.active.remote()) >= settings.max_jobs:
-            raise Overloaded(f"{settings.max_jobs} uploads are being fitted already; try again later",
-                             headers={"Retry-After": "60"})
-        record = await run_in_threadpool(accept_upload, settings, service.storage, data, audio.filename,
-                                         target_prompt, edit_type, mask, clip_id)
+            raise Overloaded(
+                f"{settings.max_jobs} uploads are being fitted already; try again later", headers={"Retry-After": "60"}
+            )
+        record = await run_in_threadpool(
+            accept_upload, settings, service.storage, data, audio.filename, target_prompt, edit_type, mask, clip_id
+        )
         await runner.submit.remote(record, service.sweep_config())
         logger.info("upload %s: clip %s, job %s", audio.filename, record["clip_id"], record["job_id"])
         return {"clip_id": record["clip_id"], "job_id": record["job_id"]}
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=guarded, responses=_errors(401, 404),
-             summary="Where an upload's fit and search are")
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        dependencies=guarded,
+        responses=_errors(401, 404),
+        summary="Where an upload's fit and search are",
+    )
     async def get_job(job_id: JobId) -> dict[str, Any]:
         record = await run_in_threadpool(read_job, service.storage, job_id)
         if record is None:
@@ -383,10 +497,14 @@ def _pick(value: Any, best: Any, kind: type) -> Any:
 def _summary(entry: dict[str, Any]) -> dict[str, Any]:
     scores = entry["scores"]
     return ClipSummary(
-        clip_id=entry["clip_id"], edit_type=entry["edit_type"], target_prompt=entry["target_prompt"],
-        model=entry.get("model", "?"), best={"scheduler": "ddpm", "seed": 0, **entry["best"]},
+        clip_id=entry["clip_id"],
+        edit_type=entry["edit_type"],
+        target_prompt=entry["target_prompt"],
+        model=entry.get("model", "?"),
+        best={"scheduler": "ddpm", "seed": 0, **entry["best"]},
         scores={k: v for k, v in scores.items() if not (isinstance(v, float) and not math.isfinite(v))},
-        trials=entry.get("trials", {}), created=entry.get("created"),
+        trials=entry.get("trials", {}),
+        created=entry.get("created"),
     ).model_dump()
 
 
@@ -448,8 +566,9 @@ class Ingress:
         try:
             result = await self.editor.options(multiplexed_model_id=clip_id).edit.remote(job.to_dict())
         except BackPressureError:
-            raise Overloaded("every editor is busy and the queue is full; try again shortly",
-                             headers={"Retry-After": "5"}) from None
+            raise Overloaded(
+                "every editor is busy and the queue is full; try again shortly", headers={"Retry-After": "5"}
+            ) from None
         if "status" in result:
             error = {409: Conflict, 422: Invalid}.get(result["status"], ApiError)
             raise error(result["detail"])

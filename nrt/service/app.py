@@ -44,9 +44,15 @@ def build_app(settings: ServiceSettings) -> Application:
     if gpus:
         actor["num_gpus"] = gpus
     if settings.max_replicas > settings.min_replicas:
-        scaling: dict[str, Any] = {"autoscaling_config": {
-            "min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
-            "target_ongoing_requests": 1, "upscale_delay_s": 10, "downscale_delay_s": 300}}
+        scaling: dict[str, Any] = {
+            "autoscaling_config": {
+                "min_replicas": settings.min_replicas,
+                "max_replicas": settings.max_replicas,
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 10,
+                "downscale_delay_s": 300,
+            }
+        }
     else:
         scaling = {"num_replicas": settings.min_replicas}
     editor = EditorDeployment.options(

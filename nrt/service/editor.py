@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,9 @@ from ..runtime import free_accelerator, use_assigned_cpus
 from ..sample import SampleConfig, check_seed
 from ..storage import Storage, fetch_dir
 from .settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from ..scoring import ReferenceScorer
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class LoadedClip(PreparedBundle):
             bundle.unet_state = {}  # now inside own_unet; the CPU copy is not needed again
         else:
             bundle.unet_state = {k: v.to(backbone.device) for k, v in bundle.unet_state.items()}
-        self.reference = None  # a ReferenceScorer, made on the first request that asks for scores
+        self.reference: ReferenceScorer | None = None  # made on the first request that asks for scores
 
     def close(self) -> None:
         self._stack.close()
@@ -176,8 +179,12 @@ class EditorCore:
         if self._scorer is None:
             from ..scoring import load_scorer
 
-            self._scorer = load_scorer(self.settings.clap, device=self.backbone.device,
-                                       band_limit_rate=self.backbone.sample_rate, progress=False)
+            self._scorer = load_scorer(
+                self.settings.clap,
+                device=self.backbone.device,
+                band_limit_rate=self.backbone.sample_rate,
+                progress=False,
+            )
         return self._scorer
 
     def edit(self, slot: ClipSlot, job: EditJob) -> dict[str, Any]:
@@ -195,7 +202,9 @@ class EditorCore:
                     from ..scoring import ReferenceScorer
 
                     b = clip.bundle
-                    clip.reference = ReferenceScorer(self.scorer(), b.input.samples, b.input.sample_rate, b.prompt, b.mask)
+                    clip.reference = ReferenceScorer(
+                        self.scorer(), b.input.samples, b.input.sample_rate, b.prompt, b.mask
+                    )
                 row = clip.reference.score([audio], clip.rate)[0]
                 scores = {k: row[k] for k in ("text", "audio", "sum", "text_filled") if k in row}
         return {
@@ -217,9 +226,9 @@ def without_peak_chunk(data: bytes) -> bytes:
         return data
     chunks, at = [], 12
     while at + 8 <= len(data):
-        size = int.from_bytes(data[at + 4:at + 8], "little")
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
         end = min(len(data), at + 8 + size + (size & 1))
-        if data[at:at + 4] != b"PEAK":
+        if data[at : at + 4] != b"PEAK":
             chunks.append(data[at:end])
         at = end
     body = b"WAVE" + b"".join(chunks)

@@ -11,8 +11,9 @@ class ApiError(NrtError):
     status = 500
     code = "internal"
 
-    def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status or self.status

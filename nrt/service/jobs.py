@@ -28,10 +28,11 @@ from typing import Any
 import ray
 
 from ..audio import load_audio
-from ..bundle import EDIT_TYPES
+from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
 from ..defaults import model_defaults
 from ..errors import InputError
 from ..fit import FitConfig
+from ..inputs import EDIT_TYPES, MIN_SECONDS
 from ..manifest import ManifestRow, validate_clip_id
 from ..masks import merge_ranges, parse_mask
 from ..runtime import NAMESPACE
@@ -55,15 +56,22 @@ from .settings import ServiceSettings
 logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "fitting", "searching")
-MIN_SECONDS = 0.5  # the CLI's shortest input
 SUFFIXES = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"  # uuid4().hex
 _ROW_PREFIX = re.compile(r"^\d+ bad clips?: line \d+ \('[^']*'\): ")
 
 
 # -- 1. The upload, checked and staged as a manifest's clip is -------------------------------------
-def check_upload(settings: ServiceSettings, data: bytes, filename: str | None, target_prompt: str, edit_type: str,
-                 mask: str | None, clip_id: str | None, directory: Path) -> ManifestClip:
+def check_upload(
+    settings: ServiceSettings,
+    data: bytes,
+    filename: str | None,
+    target_prompt: str,
+    edit_type: str,
+    mask: str | None,
+    clip_id: str | None,
+    directory: Path,
+) -> ManifestClip:
     """The upload as the sweep's checked clip, its audio written into ``directory``; raises an
     :class:`ApiError` that names what is wrong."""
     # 1. The fields, and the bytes as audio
@@ -93,7 +101,9 @@ def check_upload(settings: ServiceSettings, data: bytes, filename: str | None, t
     except InputError as exc:
         raise BadAudio(str(exc).replace("<audio bytes>", name)) from None
     if audio.duration > settings.max_seconds:
-        raise Invalid(f"{name}: the audio is too long ({audio.duration:.2f} s); the limit is {settings.max_seconds:g} s")
+        raise Invalid(
+            f"{name}: the audio is too long ({audio.duration:.2f} s); the limit is {settings.max_seconds:g} s"
+        )
     if audio.duration < MIN_SECONDS:
         raise Invalid(f"{name}: the audio is too short ({audio.duration:.3f} s); at least {MIN_SECONDS:g} s is needed")
 
@@ -141,15 +151,29 @@ def stage_upload(storage: Storage, clip: ManifestClip) -> dict[str, Any]:
     if status.get("state") in ACTIVE:
         raise Conflict(f"clip {clip_id!r} is being fitted already ({status['state']}): choose another clip_id")
     stage_clip(storage, clip)
-    record = {"job_id": uuid.uuid4().hex, "clip_id": clip_id, "state": "queued", "created": time.time(),
-              "job": clip.job.to_dict(), "error": None}
+    record: dict[str, Any] = {
+        "job_id": uuid.uuid4().hex,
+        "clip_id": clip_id,
+        "state": "queued",
+        "created": time.time(),
+        "job": clip.job.to_dict(),
+        "error": None,
+    }
     storage.write_json(job_rel(record["job_id"]), record)
     write_status(storage, clip_id, "queued")
     return record
 
 
-def accept_upload(settings: ServiceSettings, storage: Storage, data: bytes, filename: str | None,
-                  target_prompt: str, edit_type: str, mask: str | None, clip_id: str | None) -> dict[str, Any]:
+def accept_upload(
+    settings: ServiceSettings,
+    storage: Storage,
+    data: bytes,
+    filename: str | None,
+    target_prompt: str,
+    edit_type: str,
+    mask: str | None,
+    clip_id: str | None,
+) -> dict[str, Any]:
     """Check and stage one upload; its job's record."""
     with tempfile.TemporaryDirectory(prefix="nrt-upload-") as tmp:
         clip = check_upload(settings, data, filename, target_prompt, edit_type, mask, clip_id, Path(tmp))
@@ -164,12 +188,22 @@ def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
     device = "cpu" if settings.device == "cpu" else "cuda" if settings.device.startswith("cuda") else "auto"
     use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     config = SweepConfig(
-        storage=settings.storage, model=settings.model, device=device, dtype=settings.dtype, fits=fits,
+        storage=settings.storage,
+        model=settings.model,
+        device=device,
+        dtype=settings.dtype,
+        fits=fits,
         space=preset_space(preset),
-        trials=settings.job_trials or preset["trials"], clap=settings.clap, optuna_storage=settings.optuna_storage,
+        trials=settings.job_trials or preset["trials"],
+        clap=settings.clap or DEFAULT_CLAP,
+        optuna_storage=settings.optuna_storage,
         max_retries=1,
-        resources=Resources(gpu=use_gpu, fit_cpus=settings.job_fit_cpus, trial_cpus=settings.job_trial_cpus,
-                            trial_gpus=settings.job_trial_gpus),
+        resources=Resources(
+            gpu=use_gpu,
+            fit_cpus=settings.job_fit_cpus,
+            trial_cpus=settings.job_trial_cpus,
+            trial_gpus=settings.job_trial_gpus,
+        ),
     )
     return replace(config, optuna_storage=optuna_url(config, Storage(settings.storage)))
 
@@ -181,8 +215,9 @@ class JobRunner:
 
     def __init__(self, storage: str) -> None:
         self.storage = Storage(storage)
-        self.board = ProgressBoard.options(name=board_name(self.storage), namespace=NAMESPACE, get_if_exists=True,
-                                           lifetime="detached").remote()
+        self.board = ProgressBoard.options(  # type: ignore[attr-defined]  # a Ray actor class: .options comes with @ray.remote
+            name=board_name(self.storage), namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        ).remote()
         self.running: dict[str, tuple[str, asyncio.Task]] = {}
         self.studies: set[str] = set()
 
@@ -190,14 +225,16 @@ class JobRunner:
         job_id = record["job_id"]
         if job_id in self.running:
             return
-        if config.optuna_storage not in self.studies:  # the schema, once, before drivers race to make it
-            open_study_storage(config.optuna_storage)
-            self.studies.add(config.optuna_storage)
+        url = config.optuna_storage or optuna_url(config, self.storage)
+        if url not in self.studies:  # the schema, once, before drivers race to make it
+            open_study_storage(url)
+            self.studies.add(url)
         job = ClipJob.from_dict(record["job"])
-        self.board.post.remote(job.clip_id, state="queued", trials_done=0, trials_failed=0,
-                               best_sum=float("-inf"), best_eta=None)
+        self.board.post.remote(
+            job.clip_id, state="queued", trials_done=0, trials_failed=0, best_sum=float("-inf"), best_eta=None
+        )
         # SQLite studies live on this node: the driver runs here too
-        node = ray.get_runtime_context().get_node_id() if config.optuna_storage.startswith("sqlite") else None
+        node = ray.get_runtime_context().get_node_id() if url.startswith("sqlite") else None
         ref = start_clip(job, config, node_id=node)
         self.running[job_id] = (job.clip_id, asyncio.get_running_loop().create_task(self._watch(record, ref)))
 
@@ -207,8 +244,12 @@ class JobRunner:
         except Exception as exc:  # the driver task itself died (its node went away)
             row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
             write_status(self.storage, record["clip_id"], "failed", error=row["error"])
-        record = {**record, "state": "done" if row.get("status") == "done" else "failed",
-                  "error": row.get("error"), "finished": time.time()}
+        record = {
+            **record,
+            "state": "done" if row.get("status") == "done" else "failed",
+            "error": row.get("error"),
+            "finished": time.time(),
+        }
         self.storage.write_json(job_rel(record["job_id"]), record)
         self.running.pop(record["job_id"], None)
         logger.info("job %s (%s): %s", record["job_id"], record["clip_id"], record["state"])
@@ -243,8 +284,9 @@ def runner_name(storage: Storage) -> str:
 
 def job_runner(storage: Storage) -> ray.actor.ActorHandle:
     """The storage root's job runner, started on first use; it outlives the ingress replicas."""
-    return JobRunner.options(name=runner_name(storage), namespace=NAMESPACE, get_if_exists=True,
-                             lifetime="detached").remote(storage.root)
+    return JobRunner.options(  # type: ignore[attr-defined]  # a Ray actor class: .options comes with @ray.remote
+        name=runner_name(storage), namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote(storage.root)
 
 
 # -- 3. Read back --------------------------------------------------------------------------------
@@ -272,17 +314,33 @@ def job_status(storage: Storage, record: dict[str, Any], board: dict[str, Any] |
     done, failed = int(board.get("trials_done", 0)), int(board.get("trials_failed", 0))
     total = board.get("trials_total")
     best = board.get("best_sum")
-    progress = {"fits": board.get("fits"), "trials_done": done, "trials_failed": failed, "trials_total": total,
-                "fraction": 1.0 if state == "done" else (min(1.0, (done + failed) / total) if total else 0.0),
-                "best_sum": best if isinstance(best, (int, float)) and math.isfinite(best) else None}
+    progress = {
+        "fits": board.get("fits"),
+        "trials_done": done,
+        "trials_failed": failed,
+        "trials_total": total,
+        "fraction": 1.0 if state == "done" else (min(1.0, (done + failed) / total) if total else 0.0),
+        "best_sum": best if isinstance(best, (int, float)) and math.isfinite(best) else None,
+    }
     if state == "done":
         entry = read_registry_entry(storage, clip_id)
         if entry is not None:
-            progress.update(trials_done=entry["trials"]["done"], trials_failed=entry["trials"]["failed"],
-                            trials_total=entry["trials"]["run"], best_sum=entry["scores"]["sum"])
+            progress.update(
+                trials_done=entry["trials"]["done"],
+                trials_failed=entry["trials"]["failed"],
+                trials_total=entry["trials"]["run"],
+                best_sum=entry["scores"]["sum"],
+            )
     links = {"self": f"/v1/jobs/{record['job_id']}"}
     if state == "done":
         links.update(clip=f"/v1/clips/{clip_id}", edits=f"/v1/clips/{clip_id}/edits")
-    return {"job_id": record["job_id"], "clip_id": clip_id, "state": state, "progress": progress,
-            "created": record["created"], "updated": updated, "error": error if state == "failed" else None,
-            "links": links}
+    return {
+        "job_id": record["job_id"],
+        "clip_id": clip_id,
+        "state": state,
+        "progress": progress,
+        "created": record["created"],
+        "updated": updated,
+        "error": error if state == "failed" else None,
+        "links": links,
+    }

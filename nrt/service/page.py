@@ -21,8 +21,8 @@ FILES = {
 HEADERS = {
     # blob: for the audio fetched with the token, played and downloaded from object URLs
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' blob:; "
-                               "media-src 'self' blob:; img-src 'self' data: blob:; form-action 'none'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
+    "media-src 'self' blob:; img-src 'self' data: blob:; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",

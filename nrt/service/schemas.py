@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..bundle import EDIT_TYPES
+from ..inputs import EDIT_TYPES
 from ..manifest import MAX_CLIP_ID
 from ..sample import MAX_SEED
 
 EditType = Literal[EDIT_TYPES]  # type: ignore[valid-type]
+EDIT_TYPE_WORDS = f"{', '.join(EDIT_TYPES[:-1])} or {EDIT_TYPES[-1]}"  # "addition, style_transfer or inpainting"
 JobState = Literal["queued", "fitting", "searching", "done", "failed"]
 
 CLIP_ID_PATTERN = rf"^[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_CLIP_ID - 1}}}$"
@@ -26,41 +27,62 @@ NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 """A text that ``str.strip`` leaves something of: a character that is not whitespace. U+001C-U+001F
 and U+0085 are named because Python strips them and ECMA-262's ``\\s`` does not match them."""
 
-FLAC_FLOAT = {"required": ["format", "subtype"],
-              "properties": {"format": {"const": "flac"}, "subtype": {"const": "FLOAT"}}}
+FLAC_FLOAT: dict[str, Any] = {
+    "required": ["format", "subtype"],
+    "properties": {"format": {"const": "flac"}, "subtype": {"const": "FLOAT"}},
+}
 """The one combination of fields :class:`EditRequest` refuses: flac holds no float samples."""
 
 
 class ErrorBody(BaseModel):
     """Every error: a short code to branch on and a sentence that says what to change."""
 
-    error: str = Field(description="short code: invalid_request, bad_request, bad_audio, unauthorized, not_found, "
-                                   "method_not_allowed, conflict, too_large, overloaded, internal")
+    error: str = Field(
+        description="short code: invalid_request, bad_request, bad_audio, unauthorized, not_found, "
+        "method_not_allowed, conflict, too_large, overloaded, internal"
+    )
     detail: str = Field(description="what was wrong, with the bad value and the accepted range")
 
 
 class EditRequest(BaseModel):
     """One edit of a registered clip. Every field is optional: an absent one takes the clip's best."""
 
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"examples": [{"eta": 0.6, "seed": 7}], "not": FLAC_FLOAT})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"eta": 0.6, "seed": 7}], "not": FLAC_FLOAT}
+    )
 
-    eta: float | None = Field(None, ge=0.0, le=1.0, strict=True,
-                              description="η in [0, 1]: 0 reconstructs the input, 1 follows the prompt alone")
-    steps: int | None = Field(None, ge=1, le=1000, strict=True,
-                              description="diffusion steps T, 1-1000, written as an integer (3, not 3.0)")
-    guidance: float | None = Field(None, ge=0.0, le=20.0, strict=True, description="classifier-free guidance scale, 0-20")
+    eta: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="η in [0, 1]: 0 reconstructs the input, 1 follows the prompt alone",
+    )
+    steps: int | None = Field(
+        None, ge=1, le=1000, strict=True, description="diffusion steps T, 1-1000, written as an integer (3, not 3.0)"
+    )
+    guidance: float | None = Field(
+        None, ge=0.0, le=20.0, strict=True, description="classifier-free guidance scale, 0-20"
+    )
     scheduler: Literal["ddpm", "ddim"] | None = Field(None, description="sampler")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True,
-                             description="seed of every random draw of the edit, 0 to 2^32-1, written as an integer; "
-                                         "the same seed and settings give the same audio")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        strict=True,
+        description="seed of every random draw of the edit, 0 to 2^32-1, written as an integer; "
+        "the same seed and settings give the same audio",
+    )
     format: Literal["wav", "flac"] = Field("wav", description="container of the returned audio")
     subtype: Literal["PCM_16", "PCM_24", "FLOAT"] = Field(
-        "PCM_16", description="sample format: 16- or 24-bit PCM, or 32-bit float (wav only)")
-    scores: bool = Field(False, strict=True,
-                         description="also score the edit with CLAP against the prompt and the input "
-                                     "(X-Nrt-Clap-* headers); costs a CLAP pass")
-
+        "PCM_16", description="sample format: 16- or 24-bit PCM, or 32-bit float (wav only)"
+    )
+    scores: bool = Field(
+        False,
+        strict=True,
+        description="also score the edit with CLAP against the prompt and the input "
+        "(X-Nrt-Clap-* headers); costs a CLAP pass",
+    )
 
     @model_validator(mode="after")
     def _flac_is_pcm(self) -> EditRequest:
@@ -94,7 +116,7 @@ class ClipSummary(BaseModel):
     """A clip the registry holds, with the best settings its search found."""
 
     clip_id: str = Field(description="the clip's id")
-    edit_type: str = Field(description="addition, style_transfer or inpainting")
+    edit_type: str = Field(description=EDIT_TYPE_WORDS)
     target_prompt: str = Field(description="what the edit should sound like")
     model: str = Field(description="the backbone its bundle was fitted on")
     best: Settings = Field(description="the settings of the best trial: what an edit uses by default")

@@ -16,7 +16,7 @@ from typing import Any
 from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
 from ..defaults import model_defaults
 from ..errors import InputError
-from ..manifest import MAX_PROMPT
+from ..inputs import MAX_PROMPT, MAX_SECONDS
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -25,25 +25,34 @@ LOOPBACK_NAMES = ("localhost",)
 class ServiceSettings:
     """Everything the service needs to start. Each field also reads ``NRT_<FIELD>``."""
 
-    storage: str = field(default="sweep-results",
-        metadata={"help": "storage root: local directory, s3:// or gs:// URI"})
+    storage: str = field(
+        default="sweep-results", metadata={"help": "storage root: local directory, s3:// or gs:// URI"}
+    )
     model: str = field(default="mini", metadata={"help": "backbone: hub id, local directory or built-in name"})
-    device: str = field(default="auto",
-        metadata={"help": "where editor replicas run the model: auto, cpu, cuda, cuda:N"})
+    device: str = field(
+        default="auto", metadata={"help": "where editor replicas run the model: auto, cpu, cuda, cuda:N"}
+    )
     dtype: str = field(default="fp32", metadata={"help": "backbone precision: fp32, bf16, fp16"})
-    clap: str | None = field(default=None,
-        metadata={"help": f"CLAP model of `scores` (default: mini for the mini model, tiny for the toy models, else {DEFAULT_CLAP})"})
+    clap: str | None = field(
+        default=None,
+        metadata={
+            "help": f"CLAP model of `scores` (default: mini for the mini model, tiny for the toy models, else {DEFAULT_CLAP})"
+        },
+    )
 
-    api_token: str | None = field(default=None,
-        metadata={"help": "bearer token every endpoint but /healthz requires (none: open)"})
-    host: str | None = field(default=None,
-        metadata={"help": "HTTP address (default 127.0.0.1; 0.0.0.0 when a token is set)"})
+    api_token: str | None = field(
+        default=None, metadata={"help": "bearer token every endpoint but /healthz requires (none: open)"}
+    )
+    host: str | None = field(
+        default=None, metadata={"help": "HTTP address (default 127.0.0.1; 0.0.0.0 when a token is set)"}
+    )
     port: int = field(default=8000, metadata={"help": "HTTP port"})
     allow_unauthenticated: bool = field(default=False, metadata={"help": "serve beyond loopback without a token"})
 
     max_upload_mb: float = field(default=50.0, metadata={"help": "largest audio upload, in MB (10^6 bytes)"})
-    max_seconds: float = field(default=30.0,
-        metadata={"help": "longest audio upload, in seconds (the CLI's --max-seconds)"})
+    max_seconds: float = field(
+        default=MAX_SECONDS, metadata={"help": "longest audio upload, in seconds (the CLI's --max-seconds)"}
+    )
     max_prompt: int = field(default=MAX_PROMPT, metadata={"help": "longest target prompt, in characters"})
 
     max_queued_requests: int = field(default=32, metadata={"help": "edits queued per caller before new ones get 503"})
@@ -51,21 +60,26 @@ class ServiceSettings:
     min_replicas: int = field(default=1, metadata={"help": "editor replicas at least"})
     max_replicas: int = field(default=1, metadata={"help": "editor replicas at most (autoscaling above min_replicas)"})
     editor_cpus: float = field(default=0.5, metadata={"help": "CPUs of an editor replica"})
-    editor_gpus: str = field(default="auto",
-        metadata={"help": "GPUs of an editor replica: auto (1 where the cluster has GPUs) or a number"})
+    editor_gpus: str = field(
+        default="auto", metadata={"help": "GPUs of an editor replica: auto (1 where the cluster has GPUs) or a number"}
+    )
     ingress_cpus: float = field(default=0.1, metadata={"help": "CPUs of an ingress replica"})
     ingress_max_ongoing: int = field(default=256, metadata={"help": "requests one ingress replica handles at once"})
 
     max_jobs: int = field(default=8, metadata={"help": "uploads fitted at once; more get 503"})
-    job_preset: str = field(default="auto",
-        metadata={"help": "fit and search budget of uploads: auto (by model), mini, tiny, model or smoke"})
-    job_trials: int | None = field(default=None,
-        metadata={"help": "search trials of an upload (default: the preset's)"})
+    job_preset: str = field(
+        default="auto",
+        metadata={"help": "fit and search budget of uploads: auto (by model), mini, tiny, model or smoke"},
+    )
+    job_trials: int | None = field(
+        default=None, metadata={"help": "search trials of an upload (default: the preset's)"}
+    )
     job_fit_cpus: float = field(default=1.0, metadata={"help": "CPUs of an upload's fit task"})
     job_trial_cpus: float = field(default=1.0, metadata={"help": "CPUs of an upload's search trial"})
     job_trial_gpus: float = field(default=0.25, metadata={"help": "GPU fraction of an upload's search trial"})
-    optuna_storage: str | None = field(default=None,
-        metadata={"help": "SQLAlchemy URL of Optuna's studies (default: SQLite by the storage)"})
+    optuna_storage: str | None = field(
+        default=None, metadata={"help": "SQLAlchemy URL of Optuna's studies (default: SQLite by the storage)"}
+    )
 
     def __post_init__(self) -> None:
         if not self.storage:
@@ -88,8 +102,14 @@ class ServiceSettings:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.ingress_cpus < 0:
             raise InputError(f"ingress_cpus must be >= 0, got {self.ingress_cpus}")
-        for name in ("max_prompt", "max_clips_per_replica", "max_queued_requests", "min_replicas", "ingress_max_ongoing",
-                     "max_jobs"):
+        for name in (
+            "max_prompt",
+            "max_clips_per_replica",
+            "max_queued_requests",
+            "min_replicas",
+            "ingress_max_ongoing",
+            "max_jobs",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_replicas < self.min_replicas:
@@ -116,7 +136,9 @@ class ServiceSettings:
         return int(self.max_upload_mb * 1_000_000)
 
     @classmethod
-    def from_env(cls, args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+    def from_env(
+        cls, args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServiceSettings:
         """Settings from ``args`` (``serve run`` key=value pairs), else ``NRT_<NAME>``, else defaults."""
         args = dict(args or {})
         environ = os.environ if environ is None else environ

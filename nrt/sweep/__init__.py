@@ -22,7 +22,25 @@ from .runner import SweepResult, run_sweep
 from .search import EDIT_WORK, Work, submit_clip, sweep_clip
 
 __all__ = [
-    "EDIT_WORK", "PRESETS", "SEARCHED", "ClipJob", "ManifestClip", "Param", "Resources", "SweepConfig", "SweepResult", "Work",
-    "check_rows", "fit_grid", "fit_key", "parse_param", "preset_fits", "preset_space", "read_clips", "run_sweep", "stage_clip",
-    "submit_clip", "sweep_clip",
+    "EDIT_WORK",
+    "PRESETS",
+    "SEARCHED",
+    "ClipJob",
+    "ManifestClip",
+    "Param",
+    "Resources",
+    "SweepConfig",
+    "SweepResult",
+    "Work",
+    "check_rows",
+    "fit_grid",
+    "fit_key",
+    "parse_param",
+    "preset_fits",
+    "preset_space",
+    "read_clips",
+    "run_sweep",
+    "stage_clip",
+    "submit_clip",
+    "sweep_clip",
 ]

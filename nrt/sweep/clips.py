@@ -51,9 +51,13 @@ class ClipJob:
     def from_dict(cls, data: dict[str, Any]) -> ClipJob:
         mask = data.get("mask")
         return cls(
-            clip_id=data["clip_id"], edit_type=data["edit_type"], target_prompt=data["target_prompt"],
+            clip_id=data["clip_id"],
+            edit_type=data["edit_type"],
+            target_prompt=data["target_prompt"],
             mask=None if mask is None else tuple((float(a), float(b)) for a, b in mask),
-            input=data["input"], sha256=data["sha256"], seconds=float(data["seconds"]),
+            input=data["input"],
+            sha256=data["sha256"],
+            seconds=float(data["seconds"]),
         )
 
 

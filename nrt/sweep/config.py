@@ -222,15 +222,33 @@ def default_space() -> dict[str, Param]:
 # measured fit (nrt.defaults) and a short search, a few minutes on a laptop; the random tiny
 # model's even shorter; seconds for --smoke-test (CI).
 PRESETS: dict[str, dict[str, Any]] = {
-    "model": {"embed_steps": [500], "tune_steps": [1500], "eta": ["0:1"], "steps": ["50:200"],
-              "guidance": ["1:6"], "trials": 24},
-    "mini": {"embed_steps": [MINI_FIT["embed_steps"]], "tune_steps": [MINI_FIT["tune_steps"]], "eta": ["0:1"],
-             "steps": ["25:100"], "guidance": ["1:6"], "trials": 6},
-    "tiny": {"embed_steps": [20], "tune_steps": [40], "eta": ["0:1"], "steps": ["10:40"],
-             "guidance": ["1:6"], "trials": 6},
-    "smoke": {"embed_steps": [3], "tune_steps": [3], "eta": ["0:1"], "steps": ["3"],
-              "guidance": ["1:6"], "trials": 2},
+    "model": {
+        "embed_steps": [500],
+        "tune_steps": [1500],
+        "eta": ["0:1"],
+        "steps": ["50:200"],
+        "guidance": ["1:6"],
+        "trials": 24,
+    },
+    "mini": {
+        "embed_steps": [MINI_FIT["embed_steps"]],
+        "tune_steps": [MINI_FIT["tune_steps"]],
+        "eta": ["0:1"],
+        "steps": ["25:100"],
+        "guidance": ["1:6"],
+        "trials": 6,
+    },
+    "tiny": {
+        "embed_steps": [20],
+        "tune_steps": [40],
+        "eta": ["0:1"],
+        "steps": ["10:40"],
+        "guidance": ["1:6"],
+        "trials": 6,
+    },
+    "smoke": {"embed_steps": [3], "tune_steps": [3], "eta": ["0:1"], "steps": ["3"], "guidance": ["1:6"], "trials": 2},
 }
+
 
 def preset_space(preset: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, Param]:
     """The searched parameters a preset names, each overridden by ``chosen[name]`` when given."""
@@ -257,5 +275,17 @@ def preset_fits(
     ]
 
 
-__all__ = ["METRIC", "PRESETS", "SEARCHED", "preset_fits", "preset_space", "Param", "Resources", "SweepConfig", "fit_grid", "fit_identity", "fit_key",
-           "parse_param"]
+__all__ = [
+    "METRIC",
+    "PRESETS",
+    "SEARCHED",
+    "preset_fits",
+    "preset_space",
+    "Param",
+    "Resources",
+    "SweepConfig",
+    "fit_grid",
+    "fit_identity",
+    "fit_key",
+    "parse_param",
+]

@@ -70,8 +70,10 @@ class TrialsCrashed(Exception):
     @classmethod
     def from_guard(cls, guard: CrashGuard) -> TrialsCrashed:
         cause = describe_error(guard.first_error) if guard.first_error is not None else "no error recorded"
-        return cls(f"the first {guard.failures} trial attempts failed and none finished, so the search was "
-                   f"stopped rather than retried; the first failure: {cause}")
+        return cls(
+            f"the first {guard.failures} trial attempts failed and none finished, so the search was "
+            f"stopped rather than retried; the first failure: {cause}"
+        )
 
 
 def describe_error(exc: BaseException) -> str:
@@ -92,8 +94,10 @@ def _worker_death(kind: str, text: str) -> str:
     where = f"pid {pid[1]}" + (f" on {ip[1]}" if ip else "")
     log = worker_log(int(pid[1]))
     if log is None:
-        return (f"{kind}: the worker process ({where}) died: a crash (SIGSEGV, abort) or the out-of-memory "
-                f"killer; read worker-*-{pid[1]}.err in {LOGS_HINT}")
+        return (
+            f"{kind}: the worker process ({where}) died: a crash (SIGSEGV, abort) or the out-of-memory "
+            f"killer; read worker-*-{pid[1]}.err in {LOGS_HINT}"
+        )
     return f"{kind}: the worker process ({where}) died: {crash_summary(log)}; its log: {log}"
 
 
@@ -122,10 +126,10 @@ def crash_summary(log: Path, tail_bytes: int = 64_000) -> str:
     signal = next((m[1] for ln in reversed(lines) if (m := re.search(r"\*\*\* (SIG[A-Z]+) received", ln))), None)
     frame = None
     if fatal_at is not None:  # the crashing thread's stack follows the fatal error, innermost frame first
-        stack = lines[fatal_at + 1:]
+        stack = lines[fatal_at + 1 :]
         start = next((i for i, ln in enumerate(stack) if ln.startswith(("Stack (", "Current thread"))), None)
         if start is not None:
-            frames = [ln.strip() for ln in stack[start + 1:] if ln.startswith("  File ")]
+            frames = [ln.strip() for ln in stack[start + 1 :] if ln.startswith("  File ")]
             own = next((f for f in frames if f"{os.sep}nrt{os.sep}" in f), None)  # where nrt called it
             frame = " called from ".join(dict.fromkeys(f for f in (frames[0] if frames else None, own) if f)) or None
     what = fatal or (f"{signal} received" if signal else "it ended without a Python error (the out-of-memory killer?)")

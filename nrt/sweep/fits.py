@@ -26,6 +26,7 @@ from ..storage import Storage, bundle_ready, bundle_rel, new_attempt_rel
 from .clips import ClipJob, load_clip_audio
 
 if TYPE_CHECKING:
+    from ..backbones import Backbone
     from ..fit import FitResult
 
 logger = logging.getLogger(__name__)
@@ -38,17 +39,21 @@ class FitDiverged(NrtError):
 
 
 def _attempt(storage: Storage, rel: str, state: str, started: float, **info: Any) -> None:
-    storage.write_json(rel, {
-        "state": state,
-        "host": socket.gethostname(),
-        "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 3),
-        **info,
-    })
+    storage.write_json(
+        rel,
+        {
+            "state": state,
+            "host": socket.gethostname(),
+            "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 3),
+            **info,
+        },
+    )
 
 
-def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
-               model: str, dtype: str, device: str) -> dict[str, Any]:
+def fit_bundle(
+    storage: Storage, job: ClipJob, fit: dict[str, Any], key: str, model: str, dtype: str, device: str
+) -> dict[str, Any]:
     """Fit ``job`` with the settings ``fit`` and publish the bundle; reuse it when it exists."""
     from ..backbones import load_backbone
     from ..fit import FitConfig
@@ -64,8 +69,11 @@ def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
     def refuse_diverged(result: FitResult) -> None:
         bad = [name for name, value in result.losses.items() if not math.isfinite(value)]
         if bad:
-            raise FitDiverged(f"fit of {job.clip_id} ({key}) diverged: {', '.join(bad)} not finite; lower the learning rates")
+            raise FitDiverged(
+                f"fit of {job.clip_id} ({key}) diverged: {', '.join(bad)} not finite; lower the learning rates"
+            )
 
+    backbone: Backbone | None = None
     try:
         use_assigned_cpus()
         config = FitConfig(**fit)
@@ -73,13 +81,30 @@ def fit_bundle(storage: Storage, job: ClipJob, fit: dict[str, Any], key: str,
         clip = load_clip_audio(storage, job)
         with tempfile.TemporaryDirectory(prefix="nrt-bundle-") as tmp:
             local = storage.local_path(rel) if storage.is_local else f"{tmp}/bundle"
-            result = fit_clip(backbone, clip, job.target_prompt, config, local, edit_type=job.edit_type,
-                              mask=job.mask, overwrite=True, check=refuse_diverged, progress=False)
+            result = fit_clip(
+                backbone,
+                clip,
+                job.target_prompt,
+                config,
+                local,
+                edit_type=job.edit_type,
+                mask=job.mask,
+                overwrite=True,
+                check=refuse_diverged,
+                progress=False,
+            )
             if not storage.is_local:
                 storage.put_dir(local, rel, index="bundle.json")
     except BaseException as exc:
-        _attempt(storage, attempt, "failed", started, fit=fit, error=f"{type(exc).__name__}: {exc}",
-                 traceback=traceback.format_exc(limit=20))
+        _attempt(
+            storage,
+            attempt,
+            "failed",
+            started,
+            fit=fit,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=20),
+        )
         raise
     finally:
         backbone = None
@@ -96,17 +121,16 @@ class FitCoordinator:
     """Runs each fit once: a second caller of a fit in flight waits on the first one's task."""
 
     def __init__(self) -> None:
-        self._running: dict[tuple[str, str], ray.ObjectRef] = {}
+        self._running: dict[tuple[str, str], Any] = {}  # Ray object refs
         self._counts: Counter[str] = Counter()
 
     async def ensure(self, key: tuple[str, str], fn: Any, args: tuple, options: dict[str, Any]) -> dict[str, Any]:
-        ref = self._running.get(key)
-        owner = ref is None
+        owner = key not in self._running
         if owner:
-            ref = fn.options(**options).remote(*args)
-            self._running[key] = ref
+            self._running[key] = fn.options(**options).remote(*args)
         else:
             self._counts["joined"] += 1
+        ref = self._running[key]
         try:
             result = await ref
         except Exception:
@@ -126,6 +150,6 @@ class FitCoordinator:
 def coordinator() -> ray.actor.ActorHandle:
     """The cluster's fit coordinator, started on first use. It outlives a killed driver, so a
     resumed sweep joins the fits that are still running instead of starting them again."""
-    return FitCoordinator.options(
+    return FitCoordinator.options(  # type: ignore[attr-defined]  # a Ray actor class: .options comes with @ray.remote
         name=COORDINATOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()

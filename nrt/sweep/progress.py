@@ -24,8 +24,22 @@ from ..storage import Storage
 logger = logging.getLogger(__name__)
 
 STATES = ("queued", "fitting", "searching", "done", "failed")
-TABLE_COLUMNS = ("clip_id", "status", "eta", "steps", "guidance", "scheduler", "text", "audio", "sum",
-                 "trials", "trials_failed", "seconds", "bundle", "error")
+TABLE_COLUMNS = (
+    "clip_id",
+    "status",
+    "eta",
+    "steps",
+    "guidance",
+    "scheduler",
+    "text",
+    "audio",
+    "sum",
+    "trials",
+    "trials_failed",
+    "seconds",
+    "bundle",
+    "error",
+)
 
 
 @ray.remote(num_cpus=0)
@@ -44,7 +58,9 @@ class ProgressBoard:
 
     def trial_done(self, clip_id: str, failed: bool, metrics: dict[str, Any]) -> None:
         clip = self._clips.setdefault(clip_id, {})
-        clip["trials_failed" if failed else "trials_done"] = clip.get("trials_failed" if failed else "trials_done", 0) + 1
+        clip["trials_failed" if failed else "trials_done"] = (
+            clip.get("trials_failed" if failed else "trials_done", 0) + 1
+        )
         score = metrics.get("sum")
         if not failed and score is not None and score > clip.get("best_sum", float("-inf")):
             clip.update(best_sum=score, best_eta=metrics.get("eta"))
@@ -62,7 +78,7 @@ def board_name(storage: Storage) -> str:
 
 
 def open_board(storage: Storage) -> ray.actor.ActorHandle:
-    return ProgressBoard.options(name=board_name(storage), namespace=NAMESPACE, get_if_exists=True).remote()
+    return ProgressBoard.options(name=board_name(storage), namespace=NAMESPACE, get_if_exists=True).remote()  # type: ignore[attr-defined]  # a Ray actor class: .options comes with @ray.remote
 
 
 def _board(name: str):
@@ -130,13 +146,20 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         ok = row.get("status") in ("done", "earlier")
         trials = str(row.get("trials", "")) + (f" ({row['trials_failed']} failed)" if row.get("trials_failed") else "")
-        lines.append((
-            row["clip_id"], row.get("status", ""),
-            f"{row['eta']:.3f}" if ok else "-", str(row["steps"]) if ok else "-",
-            f"{row['guidance']:.2f}" if ok else "-",
-            f"{row['text']:.3f}" if ok else "-", f"{row['audio']:.3f}" if ok else "-",
-            f"{row['sum']:.3f}" if ok else "-", trials, f"{row.get('seconds', 0):.1f} s",
-        ))
+        lines.append(
+            (
+                row["clip_id"],
+                row.get("status", ""),
+                f"{row['eta']:.3f}" if ok else "-",
+                str(row["steps"]) if ok else "-",
+                f"{row['guidance']:.2f}" if ok else "-",
+                f"{row['text']:.3f}" if ok else "-",
+                f"{row['audio']:.3f}" if ok else "-",
+                f"{row['sum']:.3f}" if ok else "-",
+                trials,
+                f"{row.get('seconds', 0):.1f} s",
+            )
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
@@ -167,13 +190,27 @@ def plot_trials(trials: Sequence[dict[str, Any]], title: str, note: str) -> byte
         scatter = None
         for i, key in enumerate(keys):
             mine = [t for t in done if t["fit_key"] == key]
-            scatter = axes.scatter([t["eta"] for t in mine], [t["sum"] for t in mine], c=[t["steps"] for t in mine],
-                                   marker=markers[i % len(markers)], cmap="viridis", label=key, edgecolors="k",
-                                   linewidths=0.4)
+            scatter = axes.scatter(
+                [t["eta"] for t in mine],
+                [t["sum"] for t in mine],
+                c=[t["steps"] for t in mine],
+                marker=markers[i % len(markers)],
+                cmap="viridis",
+                label=key,
+                edgecolors="k",
+                linewidths=0.4,
+            )
         if done:
             best = max(done, key=lambda t: t["sum"])
-            axes.scatter([best["eta"]], [best["sum"]], s=220, facecolors="none", edgecolors="crimson", linewidths=1.5,
-                         label=f"best: η {best['eta']:.2f}, sum {best['sum']:.3f}")
+            axes.scatter(
+                [best["eta"]],
+                [best["sum"]],
+                s=220,
+                facecolors="none",
+                edgecolors="crimson",
+                linewidths=1.5,
+                label=f"best: η {best['eta']:.2f}, sum {best['sum']:.3f}",
+            )
         if scatter is not None:
             figure.colorbar(scatter, ax=axes, label="diffusion steps")
         axes.set_xlim(-0.02, 1.02)

@@ -50,8 +50,12 @@ def _previous(storage: Storage, clips: Sequence[ManifestClip], model: str) -> tu
         job = clip.job
         entry = read_registry_entry(storage, job.clip_id)
         same = entry is not None and (
-            entry.get("input_sha256"), entry.get("target_prompt"), entry.get("edit_type"), entry.get("mask"),
-            entry.get("model")) == (job.sha256, job.target_prompt, job.edit_type, job.to_dict()["mask"], model)
+            entry.get("input_sha256"),
+            entry.get("target_prompt"),
+            entry.get("edit_type"),
+            entry.get("mask"),
+            entry.get("model"),
+        ) == (job.sha256, job.target_prompt, job.edit_type, job.to_dict()["mask"], model)
         if same and entry is not None:
             finished[job.clip_id] = entry
         elif entry is not None or storage.exists(f"tune/{job.clip_id}"):
@@ -60,9 +64,16 @@ def _previous(storage: Storage, clips: Sequence[ManifestClip], model: str) -> tu
 
 
 def _earlier_row(entry: dict[str, Any]) -> dict[str, Any]:
-    return {"clip_id": entry["clip_id"], "status": "earlier", **entry["best"], **entry["scores"],
-            "trials": entry["trials"]["run"], "trials_failed": entry["trials"]["failed"],
-            "seconds": entry.get("seconds", 0.0), "bundle": entry["bundle"]}
+    return {
+        "clip_id": entry["clip_id"],
+        "status": "earlier",
+        **entry["best"],
+        **entry["scores"],
+        "trials": entry["trials"]["run"],
+        "trials_failed": entry["trials"]["failed"],
+        "seconds": entry.get("seconds", 0.0),
+        "bundle": entry["bundle"],
+    }
 
 
 def run_sweep(
@@ -116,8 +127,9 @@ def run_sweep(
 class SweepDriver:
     """Keeps a window of clip driver tasks in flight, relays their progress, gathers their rows."""
 
-    def __init__(self, config: SweepConfig, storage: Storage, work: Work, say: Callable[[str], None],
-                 poll_seconds: float) -> None:
+    def __init__(
+        self, config: SweepConfig, storage: Storage, work: Work, say: Callable[[str], None], poll_seconds: float
+    ) -> None:
         gpus = ray.cluster_resources().get("GPU", 0)
         self.use_gpu = config.device == "cuda" or (config.device == "auto" and gpus > 0)
         self.config = replace(config, resources=replace(config.resources, gpu=self.use_gpu))
@@ -136,16 +148,26 @@ class SweepDriver:
         now = ray.cluster_resources()
         return max(2, int(2 * now.get("GPU", 0)) if self.use_gpu else int(now.get("CPU", 1)))
 
-    def run(self, todo: Sequence[ManifestClip], finished: dict[str, dict[str, Any]],
-            clips: Sequence[ManifestClip], started: float) -> SweepResult:
+    def run(
+        self,
+        todo: Sequence[ManifestClip],
+        finished: dict[str, dict[str, Any]],
+        clips: Sequence[ManifestClip],
+        started: float,
+    ) -> SweepResult:
         """Sweep ``todo``; the result has a row for every clip of ``clips``, ``finished`` ones as they were."""
         storage = self.storage
         resources = ray.cluster_resources()
         if storage.is_local and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-            logger.warning("storage %s is a local directory on a cluster of several nodes: every node must "
-                           "see it at the same path (or use s3:// or gs://)", storage.root)
-        self.say(f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} "
-                 f"GPUs, {self.window()} at a time; results in {storage.root}")
+            logger.warning(
+                "storage %s is a local directory on a cluster of several nodes: every node must "
+                "see it at the same path (or use s3:// or gs://)",
+                storage.root,
+            )
+        self.say(
+            f"sweeping {len(todo)} clip(s) on {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} "
+            f"GPUs, {self.window()} at a time; results in {storage.root}"
+        )
 
         fits = coordinator()
         counts_before = ray.get(fits.counts.remote())

@@ -75,8 +75,10 @@ def sleeping_work(setup: ScalingSetup) -> Work:
         eta = float(config["eta"])
         text, audio = 0.4 * eta, 0.6 * (1 - eta * eta)  # a smooth optimum for Optuna to find
         trial = tune.get_context().get_trial_id()
-        job.storage.write_json(f"spans/trial-{job.clip.clip_id}-{trial}.json",
-                               {"start": started, "end": time.time(), "gpus": setup.trial_gpus})
+        job.storage.write_json(
+            f"spans/trial-{job.clip.clip_id}-{trial}.json",
+            {"start": started, "end": time.time(), "gpus": setup.trial_gpus},
+        )
         tune.report({"text": text, "audio": audio, "sum": text + audio, "bundle": job.bundle})
 
     return Work(fit=ray.remote(sleep_fit), trainable=sleep_trial)
@@ -94,7 +96,9 @@ def _clips(directory: Path, count: int) -> Path:
 
 
 def busy_gpu_seconds(storage: Storage) -> float:
-    return sum((s["end"] - s["start"]) * s["gpus"] for s in (storage.read_json(f"spans/{n}") for n in storage.list("spans")))
+    return sum(
+        (s["end"] - s["start"]) * s["gpus"] for s in (storage.read_json(f"spans/{n}") for n in storage.list("spans"))
+    )
 
 
 def run_scaling(setup: ScalingSetup, on_progress: Callable[[str], None] | None = None) -> dict[str, float]:
@@ -103,9 +107,14 @@ def run_scaling(setup: ScalingSetup, on_progress: Callable[[str], None] | None =
         manifest = _clips(Path(tmp), setup.clips)
         storage = Storage(Path(tmp) / "root")
         config = SweepConfig(
-            storage=storage.root, fits=(FitConfig(),), trials=setup.trials, concurrent_trials=setup.concurrent_trials,
-            space={"eta": parse_param("eta", "0:1"), "steps": parse_param("steps", "10")}, max_retries=0,
-            max_clips=setup.clips, resources=Resources(fit_cpus=0.05, trial_cpus=0.05, trial_gpus=setup.trial_gpus),
+            storage=storage.root,
+            fits=(FitConfig(),),
+            trials=setup.trials,
+            concurrent_trials=setup.concurrent_trials,
+            space={"eta": parse_param("eta", "0:1"), "steps": parse_param("steps", "10")},
+            max_retries=0,
+            max_clips=setup.clips,
+            resources=Resources(fit_cpus=0.05, trial_cpus=0.05, trial_gpus=setup.trial_gpus),
         )
         # Enough CPUs that the stand-in GPUs, not the CPUs, limit what runs at once
         started_ray = connect(num_cpus=max(4, setup.clips), num_gpus=setup.gpus)
@@ -119,8 +128,13 @@ def run_scaling(setup: ScalingSetup, on_progress: Callable[[str], None] | None =
         failed = result.failed
         busy = busy_gpu_seconds(storage)
     return {
-        "clips": setup.clips, "gpus": setup.gpus, "failed": len(failed),
-        "gpu_seconds": setup.gpu_seconds, "busy_gpu_seconds": busy,
-        "ideal_seconds": setup.ideal_seconds, "measured_seconds": measured,
-        "efficiency": setup.ideal_seconds / measured, "utilisation": busy / (setup.gpus * measured),
+        "clips": setup.clips,
+        "gpus": setup.gpus,
+        "failed": len(failed),
+        "gpu_seconds": setup.gpu_seconds,
+        "busy_gpu_seconds": busy,
+        "ideal_seconds": setup.ideal_seconds,
+        "measured_seconds": measured,
+        "efficiency": setup.ideal_seconds / measured,
+        "utilisation": busy / (setup.gpus * measured),
     }

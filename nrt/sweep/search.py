@@ -49,8 +49,23 @@ from .trials import TrialJob, edit_trial
 
 logger = logging.getLogger(__name__)
 
-TRIAL_COLUMNS = ("fit_key", "trial_id", "status", "eta", "steps", "guidance", "scheduler", "seed",
-                 "text", "audio", "sum", "text_filled", "onset_f1", "edit_seconds", "error")
+TRIAL_COLUMNS = (
+    "fit_key",
+    "trial_id",
+    "status",
+    "eta",
+    "steps",
+    "guidance",
+    "scheduler",
+    "seed",
+    "text",
+    "audio",
+    "sum",
+    "text_filled",
+    "onset_f1",
+    "edit_seconds",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +120,9 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConfig, key: str,
-               bundle: str, work: Work) -> list[dict[str, Any]]:
+def run_search(
+    storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConfig, key: str, bundle: str, work: Work
+) -> list[dict[str, Any]]:
     """The Tune experiment of one fitted (clip, setting), restored when storage holds it."""
     trial_job = TrialJob(storage, job, bundle, config.model, config.dtype, config.device, config.clap)
     trainable = tune.with_parameters(work.trainable, job=trial_job)
@@ -124,22 +140,30 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
         search_alg = None
         if searched:
             search_alg = StudySearch(
-                {name: p.distribution() for name, p in searched.items()}, metric=METRIC, mode="max",
-                study_name=f"{job.clip_id}.{key}", storage=open_study_storage(optuna_url(config, storage)),
+                {name: p.distribution() for name, p in searched.items()},
+                metric=METRIC,
+                mode="max",
+                study_name=f"{job.clip_id}.{key}",
+                storage=open_study_storage(optuna_url(config, storage)),
                 seed=config.seed,
             )
         tuner = tune.Tuner(
             trainable,
             param_space={**config.param_space(), "fit": fit_identity(fit)},
             tune_config=tune.TuneConfig(
-                search_alg=search_alg, num_samples=config.trials if searched else 1,
-                max_concurrent_trials=config.concurrent_trials, reuse_actors=True,
+                search_alg=search_alg,
+                num_samples=config.trials if searched else 1,
+                max_concurrent_trials=config.concurrent_trials,
+                reuse_actors=True,
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name=key, storage_path=storage.uri(f"tune/{job.clip_id}"), verbose=0,
+                name=key,
+                storage_path=storage.uri(f"tune/{job.clip_id}"),
+                verbose=0,
                 failure_config=tune.FailureConfig(max_failures=config.max_retries),
-                callbacks=[TrialProgress(board_name(storage), job.clip_id), guard], stop=StopWhenTripped(guard),
+                callbacks=[TrialProgress(board_name(storage), job.clip_id), guard],
+                stop=StopWhenTripped(guard),
             ),
         )
     results = tuner.fit()
@@ -148,8 +172,11 @@ def run_search(storage: Storage, job: ClipJob, config: SweepConfig, fit: FitConf
     rows = []
     for result in results:
         params, metrics = result.config or {}, result.metrics or {}
-        row = {"fit_key": key, "trial_id": metrics.get("trial_id") or result.path.rsplit("_", 1)[-1],
-               **{k: params.get(k) for k in ("eta", "steps", "guidance", "scheduler", "seed")}}
+        row = {
+            "fit_key": key,
+            "trial_id": metrics.get("trial_id") or result.path.rsplit("_", 1)[-1],
+            **{k: params.get(k) for k in ("eta", "steps", "guidance", "scheduler", "seed")},
+        }
         if result.error is None and metrics.get("bundle") not in (None, bundle):
             row.update(status="failed", error=f"the trial edited {metrics['bundle']}, not {bundle}")
         elif result.error is None and METRIC in metrics:
@@ -206,9 +233,16 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
             continue
         trials += rows
         done = [r for r in rows if r["status"] == "done"]
-        summaries.append({**summary, "bundle": fitted["bundle"], "fit_computed": fitted.get("computed", False),
-                          "trials": len(rows), "trials_failed": len(rows) - len(done),
-                          "best_sum": max((r["sum"] for r in done), default=None)})
+        summaries.append(
+            {
+                **summary,
+                "bundle": fitted["bundle"],
+                "fit_computed": fitted.get("computed", False),
+                "trials": len(rows),
+                "trials_failed": len(rows) - len(done),
+                "best_sum": max((r["sum"] for r in done), default=None),
+            }
+        )
 
     # 3. The best of every setting, its trials table and plot, then the registry entry
     row = register(storage, job, config, trials, summaries, seconds=round(time.time() - started, 1))
@@ -217,15 +251,23 @@ def sweep_clip(job: ClipJob, config: SweepConfig, work: Work = EDIT_WORK) -> dic
     return row
 
 
-def register(storage: Storage, job: ClipJob, config: SweepConfig, trials: list[dict[str, Any]],
-             summaries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+def register(
+    storage: Storage,
+    job: ClipJob,
+    config: SweepConfig,
+    trials: list[dict[str, Any]],
+    summaries: list[dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
     """Publish the clip's best trial: trials table and plot first, the registry entry last."""
     from ..scoring import describe_clap  # loads transformers: only once a clip is done
 
     clip_id = job.clip_id
     done = [t for t in trials if t["status"] == "done" and math.isfinite(t["sum"])]
     if not done:
-        errors = [s["error"] for s in summaries if "error" in s] + sorted({t["error"] for t in trials if t.get("error")})
+        errors = [s["error"] for s in summaries if "error" in s] + sorted(
+            {t["error"] for t in trials if t.get("error")}
+        )
         raise ClipFailed("; ".join(errors[:3]) or "no trial gave a score")
     best = max(done, key=lambda t: t["sum"])
     best_fit = next(s for s in summaries if s["fit_key"] == best["fit_key"])
@@ -247,8 +289,13 @@ def register(storage: Storage, job: ClipJob, config: SweepConfig, trials: list[d
         "fit_key": best["fit_key"],
         "fit": best_fit["fit"],
         "best": {k: best[k] for k in ("eta", "steps", "guidance", "scheduler", "seed")},
-        "scores": {"text": best["text"], "audio": best["audio"], "sum": best["sum"], "clap": config.clap,
-                   **{k: best[k] for k in ("text_filled", "onset_f1") if best.get(k) is not None}},
+        "scores": {
+            "text": best["text"],
+            "audio": best["audio"],
+            "sum": best["sum"],
+            "clap": config.clap,
+            **{k: best[k] for k in ("text_filled", "onset_f1") if best.get(k) is not None},
+        },
         "trials": {"run": len(trials), "done": len(done), "failed": failed},
         "search": {name: p.describe() for name, p in config.space.items()},
         "settings": summaries,
@@ -258,11 +305,19 @@ def register(storage: Storage, job: ClipJob, config: SweepConfig, trials: list[d
         "files": [job.input, f"{bundle}/bundle.json", trials_rel, plot_rel],
     }
     write_registry_entry(storage, entry)
-    return {"clip_id": clip_id, "status": "done", **entry["best"], **entry["scores"], "trials": len(trials),
-            "trials_failed": failed, "seconds": seconds, "bundle": bundle,
-            "fits_computed": sum(bool(s.get("fit_computed")) for s in summaries),
-            "fits_reused": sum(s.get("fit_computed") is False for s in summaries),
-            "fits_failed": sum("error" in s for s in summaries)}
+    return {
+        "clip_id": clip_id,
+        "status": "done",
+        **entry["best"],
+        **entry["scores"],
+        "trials": len(trials),
+        "trials_failed": failed,
+        "seconds": seconds,
+        "bundle": bundle,
+        "fits_computed": sum(bool(s.get("fit_computed")) for s in summaries),
+        "fits_reused": sum(s.get("fit_computed") is False for s in summaries),
+        "fits_failed": sum("error" in s for s in summaries),
+    }
 
 
 @ray.remote(num_cpus=0, max_retries=1)
@@ -298,6 +353,7 @@ def submit_clip(clip: ManifestClip, config: SweepConfig, work: Work = EDIT_WORK)
     storage = Storage(config.storage)
     stage_clip(storage, clip)
     write_status(storage, clip.job.clip_id, "queued")
-    config = replace(config, optuna_storage=optuna_url(config, storage))
-    open_study_storage(config.optuna_storage)
+    url = optuna_url(config, storage)
+    config = replace(config, optuna_storage=url)
+    open_study_storage(url)
     return start_clip(clip.job, config, work, node_id=ray.get_runtime_context().get_node_id())

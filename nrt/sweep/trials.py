@@ -50,7 +50,9 @@ class FittedClip(PreparedBundle):
         super().__init__(backbone, bundle)
         self._stack = contextlib.ExitStack()
         self.unet = self._stack.enter_context(fitted_unet(backbone, bundle.method, bundle.unet_state, bundle.lora))
-        self.scorer = ReferenceScorer(scorer, bundle.input.samples, bundle.input.sample_rate, bundle.prompt, bundle.mask)
+        self.scorer = ReferenceScorer(
+            scorer, bundle.input.samples, bundle.input.sample_rate, bundle.prompt, bundle.mask
+        )
 
     def edit_one(self, eta: float, config, seed: int) -> np.ndarray:
         """The edit that ``nrt generate`` makes for this η, settings and seed."""
@@ -94,8 +96,11 @@ def fitted_clip(job: TrialJob) -> FittedClip:
     if _held.get("backbone", (None,))[0] != backbone_key:
         release("clip")  # its adapter sits on the old backbone
     backbone = _hold("backbone", backbone_key, lambda: load_backbone(job.model, device=device, dtype=job.dtype))
-    scorer = _hold("clap", (job.clap, device, backbone.sample_rate),
-                   lambda: load_scorer(job.clap, device=device, band_limit_rate=backbone.sample_rate))
+    scorer = _hold(
+        "clap",
+        (job.clap, device, backbone.sample_rate),
+        lambda: load_scorer(job.clap, device=device, band_limit_rate=backbone.sample_rate),
+    )
 
     def load() -> FittedClip:
         bundle = load_bundle(fetch_dir(job.storage, job.bundle, "bundle.json"), backbone.info)
@@ -112,8 +117,9 @@ def edit_trial(config: dict[str, Any], job: TrialJob) -> None:
 
     use_assigned_cpus()
     clip = fitted_clip(job)
-    sample_config = SampleConfig(steps=int(config["steps"]), guidance=float(config["guidance"]),
-                                 scheduler=str(config["scheduler"]))
+    sample_config = SampleConfig(
+        steps=int(config["steps"]), guidance=float(config["guidance"]), scheduler=str(config["scheduler"])
+    )
     started = time.perf_counter()
     audio = None
     try:
