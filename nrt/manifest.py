@@ -32,7 +32,7 @@ def validate_clip_id(text: str) -> str:
         raise InputError("the clip id is empty")
     if len(text) > MAX_CLIP_ID:
         raise InputError(f"clip id {text[:40]!r}... has {len(text)} characters; at most {MAX_CLIP_ID} are accepted")
-    if not _CLIP_ID.match(text):
+    if not _CLIP_ID.fullmatch(text):  # fullmatch: "$" alone would let a trailing newline through
         raise InputError(f"clip id {text!r} may hold only letters, digits, '-', '_' and '.'")
     if text.startswith("."):
         raise InputError(f"clip id {text!r} must not start with a dot")

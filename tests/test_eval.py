@@ -280,7 +280,7 @@ def test_clip_id_accepts(good: str) -> None:
     assert validate_clip_id(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "x" * 129, "a b", "é"])
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "x" * 129, "a b", "é", "a\n"])
 def test_clip_id_refuses(bad: str) -> None:
     with pytest.raises(InputError):
         validate_clip_id(bad)
