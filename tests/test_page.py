@@ -29,6 +29,8 @@ sync_api = pytest.importorskip("playwright.sync_api",
 if not CHROMIUM.exists():
     pytest.skip(f"the browser tests need Debian's Chromium at {CHROMIUM}: run .ci/browser", allow_module_level=True)
 expect = sync_api.expect
+# assertions wait for the page, and the page waits for the service: as long as a wait on work may last
+expect.set_options(timeout=HANG_SECONDS * 1000)
 
 from nrt.storage import Storage, registry_rel, write_registry_entry  # noqa: E402
 from service_setup import RATE, TOKEN, fit_tiny_bundle, publish, running_service  # noqa: E402
@@ -217,8 +219,8 @@ def test_an_edit_plays_as_a_wav_of_the_inputs_length(page, js_errors):
     expect(download).to_have_attribute("download", "beep-eta0.30-seed0.wav")
     expect(download).to_have_attribute("href", re.compile(r"^blob:"))
     expect(page.locator("#edit-axis")).to_contain_text("1.00 s · 22050 Hz stereo")
-    for canvas in ("input-spec", "edit-spec"):
-        assert page.evaluate(PAINTED, canvas) > 0.99, canvas
+    for canvas in ("input-spec", "edit-spec"):  # painted once the audio is decoded
+        page.wait_for_function(f"(id) => ({PAINTED})(id) > 0.99", arg=canvas)
 
     page.get_by_role("button", name="Play A, then B").click()  # the input, then the edit
     page.wait_for_function("() => { const [a, b] = document.querySelectorAll('audio'); "
