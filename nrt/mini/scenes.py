@@ -941,10 +941,13 @@ def _case_rng(seed: int, edit_type: str, index: int) -> np.random.Generator:
 
 
 def _case_kinds(rng: np.random.Generator, index: int, n: int, changed: int) -> tuple[list[str], str]:
-    """``n`` distinct kinds and the one at position ``changed`` the edit brings in.
+    """Distinct kinds with the one the edit brings in at position ``changed`` (or last), and that one.
 
-    Even cases pair the new kind with a kept one into a held-out pair, so the edit must produce
-    a combination training never showed.
+    Odd cases draw ``n`` kinds beside the new one. Even cases pair the new kind with a kept one
+    into a held-out pair, so the edit must produce a combination training never showed; they
+    draw the kept kind and ``n - 2`` others, so they hold ``max(n, 2)`` kinds in all, one fewer
+    than odd cases for ``n >= 2``, and a ``changed`` past the end puts the new kind last. That
+    count is kept as it is because the published benchmark cases were drawn with it.
     """
     if index % 2 == 0:
         pair = list(HELDOUT_PAIRS[(index // 2) % len(HELDOUT_PAIRS)])
@@ -971,6 +974,7 @@ def _style_transfer(index: int, rng: np.random.Generator, duration: float) -> Ed
     n = int(rng.integers(1 if index % 2 else 2, MAX_EVENTS + 1))
     changed = int(rng.integers(n))
     kinds, new = _case_kinds(rng, index, n - 1, changed)
+    changed = kinds.index(new)  # even cases may hold one kind fewer than n, with the new one last
     old = _draw_kinds(rng, [k for k in KINDS if k not in kinds], 1)[0]
     kinds[changed] = old
     source = _with_parity(_sample(rng, duration, kinds, "random"), True)
