@@ -23,7 +23,7 @@ import numpy as np
 from .errors import NrtError
 from .files import atomic_file
 from .scoring import describe_clap
-from .spectrogram import mel_power
+from .spectrogram import log_mel
 
 if TYPE_CHECKING:
     from .evaluate import EvalConfig
@@ -363,9 +363,7 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
 
 
 def _log_mel(samples: np.ndarray, rate: int) -> np.ndarray:
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    mel = mel_power(mono, rate, n_fft=1024, hop_length=max(1, rate // 100), n_mels=64, fmax=min(8000.0, rate / 2))
-    return 10 * np.log10(np.maximum(mel, 1e-10))
+    return log_mel(samples.mean(axis=1) if samples.ndim == 2 else samples, rate)
 
 
 def figure_clip(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:

@@ -88,6 +88,23 @@ def mel_power(
     return mel_filters(sample_rate, n_fft, n_mels, fmax=fmax, norm=norm) @ stft_power(wave, n_fft, hop_length)
 
 
+FULL_SCALE_DB = float(10 * np.log10((1024 / 4) ** 2))  # a full-scale sine's peak bin under a 1024-point Hann
+
+
+def log_mel(wave: np.ndarray, sample_rate: int, norm: str | None = "slaney", floor_db: float = -100.0) -> np.ndarray:
+    """The log mel power [64, frames] in dB of a mono waveform, floored at ``floor_db``.
+
+    The one analysis view of whole clips, shared by the report's spectrograms and the
+    reference distance: a 1024-point FFT, a 10 ms hop and 64 bands up to ``min(8 kHz,
+    rate / 2)``. With ``norm=None`` each band sums the power of its bins, so a full-scale sine
+    inside a band reads about :data:`FULL_SCALE_DB`.
+    """
+    mel = mel_power(
+        wave, sample_rate, 1024, max(1, sample_rate // 100), 64, fmax=min(8000.0, sample_rate / 2), norm=norm
+    )
+    return 10 * np.log10(np.maximum(mel, 10 ** (floor_db / 10)))
+
+
 def pick_peaks(
     x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int, delta: float, wait: int
 ) -> np.ndarray:
@@ -120,4 +137,4 @@ def pick_peaks(
     return np.asarray(peaks, dtype=np.int64)
 
 
-__all__ = ["hz_to_mel", "mel_filters", "mel_power", "mel_to_hz", "pick_peaks", "stft_power"]
+__all__ = ["FULL_SCALE_DB", "hz_to_mel", "log_mel", "mel_filters", "mel_power", "mel_to_hz", "pick_peaks", "stft_power"]

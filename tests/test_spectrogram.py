@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from nrt.onsets import OnsetConfig, detect_onsets, onset_envelope
-from nrt.spectrogram import mel_filters, mel_power, pick_peaks, stft_power
+from nrt.spectrogram import FULL_SCALE_DB, log_mel, mel_filters, mel_power, pick_peaks, stft_power
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,28 @@ def test_mel_power_is_librosas_melspectrogram(rate: int) -> None:
     hop, fmax = rate // 100, min(8000.0, rate / 2)
     expected = librosa.feature.melspectrogram(y=wave, sr=rate, n_fft=1024, hop_length=hop, n_mels=64, fmax=fmax)
     np.testing.assert_array_equal(mel_power(wave, rate, 1024, hop, 64, fmax=fmax), expected)
+
+
+@pytest.mark.parametrize("norm, floor_db", [("slaney", -100.0), (None, FULL_SCALE_DB - 80.0)])
+def test_log_mel_is_librosas_melspectrogram_in_db(norm: str | None, floor_db: float) -> None:
+    import librosa
+
+    rate = 16_000
+    wave = np.zeros(rate, np.float32)
+    wave[4000:8000] = 0.5 * np.random.default_rng(0).standard_normal(4000)  # silence around: the floor counts
+    mel = librosa.feature.melspectrogram(y=wave, sr=rate, n_fft=1024, hop_length=160, n_mels=64, fmax=8000.0, norm=norm)
+    expected = 10 * np.log10(np.maximum(mel, 10 ** (floor_db / 10)))
+    got = log_mel(wave, rate, norm=norm, floor_db=floor_db)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert got.min() == pytest.approx(floor_db) and got.max() > floor_db + 40
+
+
+@pytest.mark.parametrize("hz", [300.0, 1000.0, 5000.0])
+def test_a_full_scale_sine_reads_full_scale_db_without_normalisation(hz: float) -> None:
+    rate = 16_000
+    wave = np.sin(2 * np.pi * hz * np.arange(rate) / rate).astype(np.float32)
+    loudest = log_mel(wave, rate, norm=None, floor_db=-50.0)[:, 10:-10].max(axis=0)
+    assert np.abs(loudest - FULL_SCALE_DB).max() < 2.0
 
 
 def test_stft_of_a_clip_shorter_than_half_a_window() -> None:
