@@ -11,9 +11,10 @@
    ROC curve of "does the clip hold this kind", scored by the cosine with the captions of that
    kind alone ("a church bell", "a small bell"), for generated clips and for real renders.
 3. Editing, by the protocol of ``nrt eval``: held-out addition, style transfer and inpainting
-   cases (``nrt.mini.scenes.edit_cases``) written as a manifest, then ``nrt eval`` with the
-   mini model's default fit (full and LoRA) against SDEdit, with its reference rows
-   (the input, η = 0, plain text-to-audio); Text, Audio and Sum, and onset F1.
+   cases (``nrt.mini.scenes.edit_cases``) written as a manifest with their references, the
+   target scenes (``nrt.mini.cases``), then ``nrt eval`` with the mini model's default fit
+   (full and LoRA) against SDEdit, with its reference rows (the input, η = 0, plain
+   text-to-audio); Text, Audio and Sum, and onset F1.
 
 Everything lands in ``--out`` (quality.json, quality.md, and the eval run); a rerun skips
 what is done (``nrt eval`` resumes on its own).
@@ -28,11 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from nrt.backbones import load_backbone
 from nrt.cli import main as nrt_main
+from nrt.mini.cases import write_cases
 from nrt.mini.clap import embedding_retrieval, retrieval_accuracy
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, Event, Scene, edit_cases, scene_for
 from nrt.report import write_json, write_text
@@ -103,24 +104,9 @@ def part_generation(scorer, n: int, batch: int = 8) -> dict:
     }
 
 
-def write_cases(root: Path, per_type: int) -> Path:
-    """The held-out edit cases as wavs and a manifest that ``nrt eval`` reads."""
-    audio = root / "audio"
-    audio.mkdir(parents=True, exist_ok=True)
-    lines = ["id,edit_type,audio,target_prompt,mask"]
-    for case in edit_cases(n_per_type=per_type):
-        path = audio / f"{case.id}.wav"
-        if not path.exists():
-            sf.write(path, case.source_audio(SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
-        mask = f"{case.mask[0]:.2f}-{case.mask[1]:.2f}" if case.mask else ""
-        lines.append(f'{case.id},{case.edit_type},audio/{path.name},"{case.target_prompt}",{mask}')
-    manifest = root / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return manifest
-
-
 def part_edits(root: Path, per_type: int) -> dict:
-    manifest = write_cases(root / "cases", per_type)
+    # the held-out edit cases as input wavs, reference wavs (the target scenes) and a manifest
+    manifest = write_cases(edit_cases(n_per_type=per_type), root / "cases")
     run = root / "eval"
     code = nrt_main(["eval", str(manifest), "-o", str(run), "--model", "mini", "--clap", "mini",
                      "--steps", str(GENERATION.steps), "--scheduler", GENERATION.scheduler, "--quiet"])

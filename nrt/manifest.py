@@ -1,10 +1,13 @@
-"""The manifest of clips: a CSV of ``id, edit_type, audio, target_prompt`` and an optional ``mask``.
+"""The manifest of clips: a CSV of ``id, edit_type, audio, target_prompt``, optional ``mask`` and ``reference``.
 
 Extra columns are kept (``ManifestRow.extra``) and otherwise ignored. Relative audio paths are
 relative to the manifest. ``mask`` holds inpainting ranges in seconds, ``start-end`` joined by
 ``;``; an inpainting row without one fills the input's silent gaps, found once the audio is
-read. Every row is checked before anything heavy runs, and one :class:`InputError` lists every
-bad row; :func:`load_clips` then reads the audio of every row (``nrt eval`` and the sweep share it).
+read. ``reference`` is the audio the edit should produce, where it is known (any rate, channels
+and length; :mod:`nrt.reference` measures edits against it); an empty cell means none. Every
+row is checked before anything heavy runs, and one :class:`InputError` lists every bad row;
+:func:`load_clips` then reads the audio (and reference) of every row (``nrt eval`` and the
+sweep share it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import csv
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .audio import AudioClip, load_audio, samples_sha256
@@ -22,6 +25,7 @@ from .inputs import EDIT_TYPES, MAX_PROMPT, MAX_SECONDS
 from .masks import Range, merge_ranges, parse_mask, resolve_mask
 
 REQUIRED_COLUMNS = ("id", "edit_type", "audio", "target_prompt")
+OPTIONAL_COLUMNS = ("mask", "reference")
 MAX_CLIP_ID = 128
 _CLIP_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -41,7 +45,7 @@ def validate_clip_id(text: str) -> str:
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One clip of a manifest, checked; ``audio`` is resolved against the manifest's directory."""
+    """One clip of a manifest, checked; ``audio`` and ``reference`` are resolved against the manifest's directory."""
 
     clip_id: str
     edit_type: str
@@ -50,6 +54,7 @@ class ManifestRow:
     mask: list[Range] | None = None
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0
+    reference: Path | None = None  # the audio the edit should produce, if known
 
 
 def _check_row(raw: dict[str, str | None], base: Path) -> ManifestRow:
@@ -66,18 +71,27 @@ def _check_row(raw: dict[str, str | None], base: Path) -> ManifestRow:
     audio_text = (raw.get("audio") or "").strip()
     if not audio_text:
         raise InputError("audio is empty")
-    audio = Path(audio_text).expanduser()
-    audio = audio if audio.is_absolute() else base / audio
-    if not audio.is_file():
-        raise InputError(f"audio {audio_text!r} is not a file (looked for {audio})")
+    audio = _audio_path(audio_text, base, "audio")
+    reference_text = (raw.get("reference") or "").strip()
+    reference = _audio_path(reference_text, base, "reference") if reference_text else None
     mask_text = (raw.get("mask") or "").strip()
     mask = None
     if mask_text:
         if edit_type != "inpainting":
             raise InputError(f"a mask applies to inpainting, but edit_type is {edit_type}")
         mask = merge_ranges(parse_mask(mask_text))
-    extra = {k: (v or "") for k, v in raw.items() if k is not None and k not in REQUIRED_COLUMNS and k != "mask"}
-    return ManifestRow(clip_id, edit_type, audio, prompt, mask, extra)
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    extra = {k: (v or "") for k, v in raw.items() if k is not None and k not in known}
+    return ManifestRow(clip_id, edit_type, audio, prompt, mask, extra, reference=reference)
+
+
+def _audio_path(text: str, base: Path, column: str) -> Path:
+    """The file a manifest cell names, relative to the manifest's directory unless absolute."""
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise InputError(f"{column} {text!r} is not a file (looked for {path})")
+    return path
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
@@ -94,7 +108,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             if missing:
                 raise InputError(
                     f"manifest {path}: missing column(s) {', '.join(missing)}; the header must name "
-                    f"{', '.join(REQUIRED_COLUMNS)} (and optionally mask)"
+                    f"{', '.join(REQUIRED_COLUMNS)} (and optionally {' and '.join(OPTIONAL_COLUMNS)})"
                 )
             raws = [(reader.line_num, raw) for raw in reader]
     except UnicodeDecodeError as exc:
@@ -121,7 +135,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             errors.append(f"{label}: id {row.clip_id!r} repeats line {seen[row.clip_id]}")
             continue
         seen[row.clip_id] = line
-        rows.append(ManifestRow(row.clip_id, row.edit_type, row.audio, row.target_prompt, row.mask, row.extra, line))
+        rows.append(replace(row, line=line))
     if errors:
         plural = "row" if len(errors) == 1 else "rows"
         raise InputError(f"manifest {path}: {len(errors)} bad {plural}: " + "; ".join(errors))
@@ -132,12 +146,13 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
 @dataclass
 class CheckedClip:
-    """A manifest row with its audio read, its inpainting mask resolved and its samples hashed."""
+    """A manifest row with its audio (and reference) read, its inpainting mask resolved and its samples hashed."""
 
     row: ManifestRow
     clip: AudioClip
     mask: list[Range] | None
     sha256: str
+    reference: AudioClip | None = None
 
     @property
     def clip_id(self) -> str:
@@ -145,7 +160,7 @@ class CheckedClip:
 
 
 def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) -> list[CheckedClip]:
-    """Read every clip and resolve inpainting masks; one InputError lists every bad row."""
+    """Read every clip (and reference) and resolve inpainting masks; one InputError lists every bad row."""
     clips, errors = [], []
     for row in rows:
         try:
@@ -153,7 +168,13 @@ def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) ->
             mask = resolve_mask(
                 row.edit_type, row.mask, clip.samples, clip.sample_rate, hint="in a mask column", name=row.clip_id
             )
-            clips.append(CheckedClip(row, clip, mask, samples_sha256(clip.samples)))
+            reference = None
+            if row.reference is not None:
+                try:
+                    reference = load_audio(row.reference, max_seconds=max_seconds)
+                except InputError as exc:
+                    raise InputError(f"reference: {exc}") from None
+            clips.append(CheckedClip(row, clip, mask, samples_sha256(clip.samples), reference))
         except InputError as exc:
             errors.append(f"line {row.line} ({row.clip_id!r}): {exc}")
     if errors:
@@ -164,6 +185,7 @@ def load_clips(rows: Sequence[ManifestRow], max_seconds: float = MAX_SECONDS) ->
 
 __all__ = [
     "EDIT_TYPES",
+    "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "CheckedClip",
     "ManifestRow",
