@@ -204,7 +204,20 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
     p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest audio accepted, in seconds")
-    p.add_argument("--device", default="auto", help="CLAP device: cpu, cuda, cuda:N, or auto")
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="REF",
+        help="the audio the edit should produce: also measure the edit against it (log-mel L1, CLAP, "
+        "onset F1 and the reference gain, at --model's rate and through its codec)",
+    )
+    p.add_argument(
+        "--model",
+        default="mini",
+        help="with --reference: the backbone whose rate, band and codec the reference metrics use "
+        "(hub id, local directory, or built-in name; see `nrt models`)",
+    )
+    p.add_argument("--device", default="auto", help="device of CLAP and the backbone: cpu, cuda, cuda:N, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no log lines")
 
@@ -450,6 +463,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     import json
+    import math
 
     from .audio import load_audio
     from .backbones import resolve_device
@@ -462,13 +476,31 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise InputError(f"--onset-tolerance must be >= 0 s, got {args.onset_tolerance}")
     reference = load_audio(args.input, max_seconds=args.max_seconds, min_seconds=0.0)
     edit = load_audio(args.edit, max_seconds=args.max_seconds, min_seconds=0.0)
+    intended = None
+    if args.reference is not None:
+        try:
+            intended = load_audio(args.reference, max_seconds=args.max_seconds, min_seconds=0.0)
+        except InputError as exc:
+            raise InputError(f"--reference: {exc}") from None
     scorer = load_scorer(
         args.clap, device=resolve_device(args.device), band_limit_rate=args.band_limit, progress=not args.quiet
     )
     scores = ReferenceScorer(
         scorer, reference.samples, reference.sample_rate, args.prompt, onset_tolerance=args.onset_tolerance
     ).score([edit.samples], edit.sample_rate)[0]
+    yardstick, against = None, {}
+    if intended is not None:
+        from .backbones import load_backbone
+        from .reference import ReferenceYardstick
+
+        backbone = load_backbone(args.model, device=args.device)
+        yardstick = ReferenceYardstick(backbone, scorer, reference, intended, onset_tolerance=args.onset_tolerance)
+        against = yardstick.score([edit.samples], edit.sample_rate)[0]
     if args.json:
+        # an undefined gain (NaN) is null, which JSON can hold
+        extra: dict[str, object] = {k: None if math.isnan(v) else v for k, v in against.items()}
+        if intended is not None:
+            extra = {"reference": args.reference, "model": args.model, **extra}
         print(
             json.dumps(
                 {
@@ -479,7 +511,9 @@ def cmd_score(args: argparse.Namespace) -> int:
                     "band_limit_rate": args.band_limit,
                     "onset_tolerance": args.onset_tolerance,
                     **scores,
-                }
+                    **extra,
+                },
+                allow_nan=False,
             )
         )
         return 0
@@ -492,8 +526,36 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"{scores['onset_recall']:.3f} ({scores['onset_n_matched']} of {scores['onset_n_input']} input onsets "
         f"matched within {args.onset_tolerance * 1000:g} ms; {scores['onset_n_edit']} in the edit)"
     )
+    if yardstick is not None:
+        _print_reference(yardstick, against, args.reference, args.model)
     print(describe_clap(args.clap))
     return 0
+
+
+def _print_reference(yardstick, scores: dict[str, float], path: str, model: str) -> None:
+    import math
+
+    print(f"Against the reference {path} (mono at {model}'s {yardstick.rate} Hz):")
+    print(
+        f"  Log-mel L1  {scores['ref_logmel_l1']:.3f} dB  d(edit, ref); d(input, ref) "
+        f"{scores['input_ref_logmel_l1']:.3f} dB, d(codec(ref), ref) {scores['codec_ref_logmel_l1']:.3f} dB"
+    )
+    print(f"  CLAP        {scores['ref_clap']:.4f}    cos(edit, ref)")
+    print(
+        f"  Onset F1    {scores['ref_onset_f1']:.3f}     precision {scores['ref_onset_precision']:.3f}, "
+        f"recall {scores['ref_onset_recall']:.3f} (the reference's onsets found in the edit)"
+    )
+    gain = scores["ref_gain"]
+    if math.isnan(gain):
+        print(
+            "  Gain        undefined: the input is already about as close to the reference as the codec's "
+            f"own output (d(input, ref) - d(codec(ref), ref) is under {yardstick.min_span_db:g} dB)"
+        )
+    else:
+        print(
+            f"  Gain        {gain:.3f}     (d(input, ref) - d(edit, ref)) / (d(input, ref) - d(codec(ref), ref)): "
+            "1 as close as the codec allows, 0 no closer than the input"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

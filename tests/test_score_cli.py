@@ -106,3 +106,67 @@ def test_bad_input_exits_2(
     assert main(["score", *args, "--clap", "tiny"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+# -- --reference: the edit against the audio it should produce ---------------------------------
+@pytest.fixture(scope="module")
+def reference_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The clicks the edit should have produced, at a third rate, in stereo and 0.5 s longer."""
+    path = tmp_path_factory.mktemp("score-reference") / "reference.wav"
+    wave = _clicks([0.2, 0.7, 1.4, 1.8], 22_050, seconds=2.5)
+    sf.write(path, np.stack([wave, 0.8 * wave], axis=1), 22_050, subtype="PCM_16")
+    return path
+
+
+def test_reference_metrics_are_the_yardsticks(
+    files: tuple[Path, Path], reference_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from nrt.backbones import load_backbone
+    from nrt.reference import REFERENCE_KEYS, ReferenceYardstick
+
+    input_path, edit_path = files
+    got = _score_json(capsys, str(input_path), str(edit_path), PROMPT, "--reference", str(reference_file))
+
+    input_clip, edit, reference = load_audio(input_path), load_audio(edit_path), load_audio(reference_file)
+    yardstick = ReferenceYardstick(
+        load_backbone("mini", device="cpu"), ClapScorer.from_pretrained("tiny"), input_clip, reference
+    )
+    (expected,) = yardstick.score([edit.samples], edit.sample_rate)
+    assert got["reference"] == str(reference_file) and got["model"] == "mini"
+    for key in REFERENCE_KEYS:
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert 0 < got["ref_gain"] < 1 and got["input_ref_logmel_l1"] > got["codec_ref_logmel_l1"]
+    # the scores against the input are those of a run without --reference
+    plain = _score_json(capsys, str(input_path), str(edit_path), PROMPT)
+    assert not set(plain) & set(REFERENCE_KEYS) and "reference" not in plain
+    assert {k: v for k, v in got.items() if k in plain} == plain
+
+
+def test_reference_equal_to_the_input_gives_an_undefined_gain(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    input_path, edit_path = files
+    got = _score_json(capsys, str(input_path), str(edit_path), PROMPT, "--reference", str(input_path))
+    assert got["ref_gain"] is None and got["input_ref_logmel_l1"] == 0.0
+    assert main(["score", str(input_path), str(edit_path), PROMPT, "--clap", "tiny", "--device", "cpu",
+                 "--reference", str(input_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Against the reference" in out and "Gain        undefined" in out
+    for label in ("Log-mel L1", "d(codec(ref), ref)", "cos(edit, ref)", "the reference's onsets"):
+        assert label in out
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.wav", None, "no such file"),
+    ("text.wav", "not audio", "not a readable audio file"),
+])
+def test_a_bad_reference_exits_2_in_one_line(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, name: str, content: str | None,
+    message: str,
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert main(["score", *map(str, files), PROMPT, "--clap", "tiny", "--reference", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nrt: error: --reference: ") and message in err
