@@ -5,18 +5,19 @@ render the target scene), an edit is measured against the intended result, not o
 the input and the prompt:
 
 - ``ref_logmel_l1``: d(edit, ref), the mean absolute difference of the two log-mel
-  spectrograms in dB (:func:`nrt.spectrogram.log_mel` with filters that sum their bins'
-  power, levels floored :data:`FLOOR_DB` below a full-scale sine so that silence and near
-  silence count the same);
+  spectrograms in dB (:func:`nrt.spectrogram.log_mel`: 64 bands up to ``min(8 kHz, rate / 2)``,
+  filters that sum their bins' power, levels floored at :data:`FLOOR_DB`, -80 dB relative to
+  a full-scale sine, so that digital silence and a codec's faint noise count the same);
 - ``ref_clap``: cos(CLAP(edit), CLAP(ref)), the Audio CLAP of the edit against the reference;
 - ``ref_onset_f1`` (with ``ref_onset_precision`` and ``ref_onset_recall``): the reference's
   onsets found in the edit (:mod:`nrt.onsets`);
 - ``ref_gain`` = (d(input, ref) − d(edit, ref)) / (d(input, ref) − d(codec(ref), ref)): how far
   the edit went from the input towards the reference, as a fraction of the way the backbone can
   go at all. codec(ref) is the reference encoded and decoded by the backbone along the path of
-  every edit (:func:`nrt.edit.prepare_input`, ``backbone.encode``, :func:`nrt.edit.decode_outputs`).
-  1 is as close as the codec allows (more is possible: the codec is not the bound of every
-  output), 0 no closer than the input, below 0 further away than the input.
+  every edit (:func:`nrt.edit.prepare_input`, ``backbone.encode``, :func:`nrt.edit.decode_outputs`;
+  with an inpainting ``mask``, the reference itself outside it, as an edit keeps its input's
+  context). 1 is as close as the codec allows, 0 no closer than the input, below 0 further
+  away than the input. Above 1 is possible: the reference itself scores above 1.
 
 ``ref_gain`` is NaN (undefined) when the denominator, the clip's room, is below
 ``min_span_db`` (default 0.5 dB). At or below 0 the input is already as close to the reference
