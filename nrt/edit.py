@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from .bundle import Bundle
 from .errors import InputError
 from .finetune import fitted_unet
 from .masks import composite, ranges_to_latent_mask
-from .sample import Inpaint, SampleConfig, check_seed, sample
+from .sample import Inpaint, SampleConfig, check_seed, invert, sample
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +112,23 @@ class PreparedBundle:
         self.inpaint = inpaint_context(backbone, self.prepared, bundle.mask)
         self.e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
         self.e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
+        self._latent: torch.Tensor | None = None
 
     @property
     def rate(self) -> int:
         """The sample rate of the input, and of every edit."""
         return self.bundle.input.sample_rate
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """The input's latent ``[1, C, F, M]``, encoded on first use."""
+        if self._latent is None:
+            self._latent = (
+                self.inpaint.known
+                if self.inpaint is not None
+                else self.backbone.encode(self.prepared.wave.unsqueeze(0))
+            )
+        return self._latent
 
     def edit(
         self,
@@ -126,17 +139,30 @@ class PreparedBundle:
         *,
         progress: bool = False,
     ) -> list[np.ndarray]:
-        """One edit per η with the fitted ``unet``, in one batched pass, each seeded with ``seed``."""
+        """One edit per η with the fitted ``unet``, in one batched pass, each seeded with ``seed``.
+
+        ``config.start`` says where step 3 starts: pure noise, the input noised to
+        ``config.t_start``, or the input's inversion by the fitted UNet at e_opt.
+        """
         condition = interpolate(self.e_tgt, self.e_opt, check_etas(etas))
+        seeds = [check_seed(seed)] * condition.batch_size
+        starts: dict[str, Any] = {}
+        if config.start == "input":
+            starts = {"init": self.latent, "strength": config.t_start}
+        elif config.start == "inversion":
+            starts = {
+                "inversion": invert(self.backbone, self.e_opt, self.latent, config, seed, unet=unet, progress=progress)
+            }
         latents = sample(
             self.backbone,
             condition,
             self.shape,
             config,
-            [check_seed(seed)] * condition.batch_size,
+            seeds,
             unet=unet,
             inpaint=self.inpaint,
             progress=progress,
+            **starts,
         )
         return decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
 

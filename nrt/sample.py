@@ -3,6 +3,16 @@
 Every random draw of an output (its initial noise, each DDPM step's noise, the noise put
 on an inpainting context) comes from that output's own generator, so an output made with
 seed s is the same whether it was made alone or in a batch.
+
+Step 3 can start three ways (``SampleConfig.start``):
+
+- ``noise``: pure noise, the paper's start;
+- ``input``: the input latent noised to ``t_start`` (as SDEdit starts);
+- ``inversion``: edit-friendly DDPM inversion of the input (:func:`invert`), then the reverse
+  diffusion from ``t_start`` driven by the inversion's per-step noise.
+
+``t_start`` is the fraction of the sampling schedule that is run: 1 starts at its noisiest
+step, 0.5 halfway down. It is SDEdit's strength, under the name every start shares.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from .backbones.base import Backbone, Condition
 from .errors import InputError
 
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+STARTS = ("noise", "input", "inversion")
 MAX_SEED = 2**32 - 1
 
 
@@ -28,6 +39,11 @@ class SampleConfig:
     steps: int = field(default=200, metadata={"help": "diffusion steps T (1-1000)"})
     guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance scale (0-20)"})
     scheduler: str = field(default="ddpm", metadata={"help": "'ddpm' or 'ddim'"})
+    start: str = field(default="noise", metadata={"help": "where step 3 starts: 'noise', 'input' or 'inversion'"})
+    t_start: float = field(
+        default=0.6,
+        metadata={"help": "fraction of the schedule run from the input, in (0, 1] (starts input and inversion)"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
@@ -36,6 +52,22 @@ class SampleConfig:
             raise InputError(f"guidance must lie in 0-20, got {self.guidance!r}")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.start not in STARTS:
+            raise InputError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        check_t_start(self.t_start)
+
+
+def check_t_start(value: float) -> float:
+    """``t_start`` as a float in (0, 1]; InputError otherwise."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0.0 < value <= 1.0:
+        raise InputError(f"t_start must lie in (0, 1], got {value!r}")
+    return float(value)
+
+
+def start_index(steps: int, t_start: float) -> int:
+    """The index into a schedule of ``steps`` where a start at ``t_start`` begins."""
+    return min(int(round(steps * (1 - check_t_start(t_start)))), steps - 1)
 
 
 def check_seed(seed: int) -> int:
@@ -62,6 +94,123 @@ class Inpaint:
     region: torch.Tensor
 
 
+@dataclass
+class Inversion:
+    """An edit-friendly DDPM inversion of one latent, from ``start`` down the schedule.
+
+    ``trajectory[k]`` is x at schedule index ``start + k`` (the last entry is x_0, the input);
+    ``residuals[k]`` is what the step from index ``start + k`` adds to the posterior mean to
+    land on the next entry. For a DDPM step that is σ_t·z_t, z_t the step's noise map; storing
+    it whole also covers the last step, whose σ is zero, and deterministic schedulers.
+    """
+
+    start: int
+    trajectory: list[torch.Tensor]
+    residuals: list[torch.Tensor]
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """Where regeneration starts: x at ``start``, ``[1, C, F, M]``."""
+        return self.trajectory[0]
+
+
+class _Denoiser:
+    """The backbone's denoiser with classifier-free guidance, one condition batch bound."""
+
+    def __init__(self, backbone: Backbone, condition: Condition, guidance: float, unet: torch.nn.Module | None) -> None:
+        self.backbone, self.guidance, self.unet = backbone, float(guidance), unet
+        self.guided = self.guidance != 1.0
+        if self.guided:
+            condition = Condition.cat([backbone.null_condition(condition), condition])
+        self.condition = condition.to(backbone.device, backbone.dtype)
+
+    def __call__(
+        self, scheduler: DDPMScheduler | DDIMScheduler, latents: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        model_in = torch.cat([latents] * 2) if self.guided else latents
+        model_in = scheduler.scale_model_input(model_in, t)
+        dtype = self.backbone.dtype
+        output = self.backbone.denoise(model_in.to(dtype), t.repeat(model_in.shape[0]), self.condition, self.unet)
+        output = output.float()
+        if self.guided:
+            uncond, cond = output.chunk(2)
+            output = uncond + self.guidance * (cond - uncond)
+        return output
+
+
+def posterior_mean(
+    scheduler: DDPMScheduler | DDIMScheduler, output: torch.Tensor, t: torch.Tensor, latents: torch.Tensor
+) -> torch.Tensor:
+    """The mean of the step from ``t`` to the schedule's next timestep, without its noise.
+
+    For DDPM this is μ(x_t) of Ho et al.'s eq. 7 (what ``DDPMScheduler.step`` adds its noise
+    to); for DDIM the deterministic step (η = 0).
+    """
+    if isinstance(scheduler, DDIMScheduler):
+        return scheduler.step(output, t, latents, eta=0.0).prev_sample
+    config = scheduler.config
+    prev_t = scheduler.previous_timestep(t)
+    alpha_t = scheduler.alphas_cumprod[t].to(latents.device)
+    alpha_prev = scheduler.alphas_cumprod[prev_t].to(latents.device) if prev_t >= 0 else scheduler.one
+    beta_t, beta_prev = 1 - alpha_t, 1 - alpha_prev
+    step_alpha = alpha_t / alpha_prev
+    if config.prediction_type == "epsilon":
+        x0 = (latents - beta_t**0.5 * output) / alpha_t**0.5
+    elif config.prediction_type == "v_prediction":
+        x0 = alpha_t**0.5 * latents - beta_t**0.5 * output
+    elif config.prediction_type == "sample":
+        x0 = output
+    else:
+        raise ValueError(f"unknown prediction_type {config.prediction_type!r}")
+    if config.thresholding:
+        raise ValueError("inversion does not support a thresholding scheduler")
+    if config.clip_sample:
+        x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    return (alpha_prev**0.5 * (1 - step_alpha) / beta_t) * x0 + (step_alpha**0.5 * beta_prev / beta_t) * latents
+
+
+@torch.no_grad()
+def invert(
+    backbone: Backbone,
+    condition: Condition,
+    latent: torch.Tensor,
+    config: SampleConfig,
+    seed: int,
+    *,
+    unet: torch.nn.Module | None = None,
+    progress: bool = True,
+) -> Inversion:
+    """Edit-friendly DDPM inversion of ``latent`` (``[1, C, F, M]``) under ``condition``.
+
+    Following Huberman-Spiegelglas et al. (CVPR 2024): draw x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε_t
+    independently for every timestep from ``config.t_start`` down, then take each step's
+    residual against the posterior mean under the guidance ``config.guidance`` and set
+    x_{t−1} to mean plus residual, so errors do not build up. Regenerating with the same
+    condition and guidance (:func:`sample` with ``inversion=``) returns ``latent`` exactly.
+    """
+    if condition.batch_size != 1 or latent.shape[0] != 1:
+        raise ValueError("invert() takes one latent and one condition")
+    generator = torch.Generator().manual_seed(check_seed(int(seed)))
+    scheduler = make_scheduler(backbone, config.scheduler, config.steps)
+    timesteps = scheduler.timesteps
+    start = start_index(config.steps, config.t_start)
+    x0 = latent.to(backbone.device).float()
+    shape = tuple(x0.shape[1:])
+    # 1. Independent noisy versions of x_0 at every timestep from the start down
+    trajectory = [
+        scheduler.add_noise(x0, _noise([generator], shape).to(x0.device), t.reshape(1)) for t in timesteps[start:]
+    ]
+    trajectory.append(x0)
+    # 2. The residual of each step, with x_{t-1} reset to mean plus residual
+    denoiser = _Denoiser(backbone, condition, config.guidance, unet)
+    residuals = []
+    steps = timesteps[start:]
+    for k, t in enumerate(tqdm(steps, desc="inverting", disable=None if progress else True, leave=False)):
+        mean = posterior_mean(scheduler, denoiser(scheduler, trajectory[k], t), t, trajectory[k])
+        residuals.append(trajectory[k + 1] - mean)
+    return Inversion(start, trajectory, residuals)
+
+
 @torch.no_grad()
 def sample(
     backbone: Backbone,
@@ -73,64 +222,70 @@ def sample(
     unet: torch.nn.Module | None = None,
     init: torch.Tensor | None = None,
     strength: float | None = None,
+    inversion: Inversion | None = None,
     inpaint: Inpaint | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Denoise one latent per row of ``condition``; return latents ``[B, *shape]``.
 
     With ``init`` (a latent ``[1, *shape]``) and ``strength`` s, start from ``init`` noised to
-    the fraction s of the schedule instead of pure noise (SDEdit). With ``inpaint``, the
-    latent outside the region is reset to the known latent, noised to the current level,
-    after every step.
+    the fraction s of the schedule instead of pure noise (SDEdit, and the ``input`` start).
+    With ``inversion`` (from :func:`invert`, made with the same ``config``), start where it
+    starts and let each step land on its posterior mean plus the inversion's residual. With
+    ``inpaint``, the latent outside the region is reset to the known latent, noised to the
+    current level (with an inversion: its trajectory), after every step.
     """
     batch = condition.batch_size
     if len(seeds) != batch:
         raise ValueError(f"need one seed per output: {len(seeds)} seeds for {batch} outputs")
-    device, dtype = backbone.device, backbone.dtype
+    if init is not None and inversion is not None:
+        raise ValueError("give init or inversion, not both")
+    device = backbone.device
     generators = [torch.Generator().manual_seed(check_seed(int(s))) for s in seeds]
     scheduler = make_scheduler(backbone, config.scheduler, config.steps)
     timesteps = scheduler.timesteps
 
-    # 1. Initial latents: pure noise, or the input noised to the start of the schedule (SDEdit)
+    # 1. Initial latents: pure noise, the input noised to a point of the schedule, or an inversion's start
     noise = _noise(generators, shape).to(device)
-    if init is None:
+    if inversion is not None:
+        if len(inversion.residuals) != len(timesteps) - inversion.start:
+            raise ValueError("the inversion was made with another schedule")
+        start = inversion.start
+        latents = inversion.latent.to(device).expand(batch, *shape).clone()
+    elif init is None:
         latents = noise * scheduler.init_noise_sigma
         start = 0
     else:
         fraction = float(strength if strength is not None else 1.0)
         if not 0 < fraction <= 1:
             raise InputError(f"strength must lie in (0, 1], got {fraction}")
-        start = min(int(round(config.steps * (1 - fraction))), config.steps - 1)
+        start = start_index(config.steps, fraction)
         t0 = timesteps[start].repeat(batch)
         latents = scheduler.add_noise(init.to(device).expand(batch, *shape), noise, t0)
 
     # 2. Guidance: the unconditional rows go first, in one batch with the conditional ones
-    guided = config.guidance != 1.0
-    if guided:
-        condition = Condition.cat([backbone.null_condition(condition), condition])
-    condition = condition.to(device, dtype)
+    denoiser = _Denoiser(backbone, condition, config.guidance, unet)
     region = None
     if inpaint is not None:
         region = inpaint.region.to(device).view(1, 1, -1, 1)
         known = inpaint.known.to(device).expand(batch, *shape)
 
     # 3. Denoising loop
+    step_kwargs = {"generator": generators} if isinstance(scheduler, DDPMScheduler) else {}
     for i, t in enumerate(tqdm(timesteps[start:], desc="sampling", disable=None if progress else True, leave=False)):
-        model_in = torch.cat([latents] * 2) if guided else latents
-        model_in = scheduler.scale_model_input(model_in, t)
-        output = backbone.denoise(model_in.to(dtype), t.repeat(model_in.shape[0]), condition, unet).float()
-        if guided:
-            uncond, cond = output.chunk(2)
-            output = uncond + config.guidance * (cond - uncond)
-        step_kwargs = {"generator": generators} if isinstance(scheduler, DDPMScheduler) else {}
-        latents = scheduler.step(output, t, latents, **step_kwargs).prev_sample
+        output = denoiser(scheduler, latents, t)
+        if inversion is not None:
+            latents = posterior_mean(scheduler, output, t, latents) + inversion.residuals[i].to(device)
+        else:
+            latents = scheduler.step(output, t, latents, **step_kwargs).prev_sample
         if region is not None:
             later = timesteps[start + i + 1] if start + i + 1 < len(timesteps) else None
-            context = (
-                known
-                if later is None
-                else scheduler.add_noise(known, _noise(generators, shape).to(device), later.repeat(batch))
-            )
+            if inversion is not None:
+                context = inversion.trajectory[i + 1].to(device).expand(batch, *shape)
+            elif later is None:
+                context = known
+            else:
+                context = scheduler.add_noise(known, _noise(generators, shape).to(device), later.repeat(batch))
             latents = torch.where(region, latents, context)
     return latents
 
