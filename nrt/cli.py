@@ -1,4 +1,4 @@
-"""The ``nrt`` command line: fit, generate, edit, sdedit, score, eval, models, bench.
+"""The ``nrt`` command line: fit, generate, edit, sdedit, invert, score, eval, models, bench.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr), 1 anything else.
 """
@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -102,12 +103,25 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
 
 
 def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
-    from .sample import SampleConfig
+    from .sample import STARTS, SampleConfig
 
     d = SampleConfig()
     g = p.add_argument_group("sampling")
     if eta:
         g.add_argument("--eta", type=float, nargs="+", default=[0.5], help="η values in [0, 1], one output each")
+        g.add_argument(
+            "--start",
+            choices=list(STARTS),
+            default=d.start,
+            help="where step 3 starts: pure noise (the paper's), the input noised to --t-start, or the "
+            "input's DDPM inversion by the fitted UNet, regenerated from --t-start",
+        )
+        g.add_argument(
+            "--t-start",
+            type=float,
+            default=d.t_start,
+            help="fraction of the schedule run from the input, in (0, 1] (starts input and inversion)",
+        )
     g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
     g.add_argument("--scheduler", choices=["ddpm", "ddim"], default=d.scheduler, help="sampler")
@@ -152,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(p, eta=False)
     _add_model(p)
     p.add_argument("-o", "--output", required=True, help="output file (one strength) or directory")
+
+    p = _defaults(
+        sub.add_parser("invert", help="the DDPM-inversion baseline: invert the input, regenerate to the prompt")
+    )
+    _add_input(p)
+    p.add_argument(
+        "--t-start", type=float, nargs="+", default=[0.5], help="fractions of the schedule regenerated, in (0, 1]"
+    )
+    p.add_argument("--source-prompt", default="", help="the prompt the input is inverted under (default: empty)")
+    p.add_argument(
+        "--source-guidance", type=float, default=None, help="guidance of the inversion (default: --guidance)"
+    )
+    _add_sample(p, eta=False)
+    _add_model(p)
+    p.add_argument("-o", "--output", required=True, help="output file (one t_start) or directory")
 
     p = _defaults(sub.add_parser("models", help="list the models nrt knows and which are on this machine"))
 
@@ -295,7 +324,8 @@ def _sample_config(args: argparse.Namespace):
     from .sample import SampleConfig, check_seed
 
     check_seed(args.seed)
-    return SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)
+    starts = {"start": args.start, "t_start": args.t_start} if hasattr(args, "start") else {}
+    return SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, **starts)
 
 
 def _edit_type_and_mask(args: argparse.Namespace, clip) -> tuple[str, list[tuple[float, float]] | None]:
@@ -352,8 +382,8 @@ def _fit_and_save(args: argparse.Namespace, backbone, clip, bundle_path: Path, o
     return bundle_path
 
 
-def _check_prompt(prompt: str) -> str:
-    if not prompt.strip():
+def _check_prompt(prompt: str, allow_empty: bool = False) -> str:
+    if not prompt.strip() and not allow_empty:
         raise InputError("the prompt is empty")
     if len(prompt) > MAX_PROMPT:
         raise InputError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT} are accepted")
@@ -429,6 +459,37 @@ def cmd_sdedit(args: argparse.Namespace) -> int:
     backbone = _load_backbone(args)
     outputs = sdedit(backbone, clip, args.prompt, strengths, config, args.seed, mask=mask, progress=not args.quiet)
     for path in _write_outputs(output, strengths, outputs, clip.sample_rate, "strength", args.format):
+        print(path)
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .ddpm_inversion import check_t_starts, ddpm_inversion
+
+    _check_prompt(args.prompt)
+    _check_prompt(args.source_prompt, allow_empty=True)
+    t_starts = check_t_starts(args.t_start)
+    config = _sample_config(args)
+    if args.source_guidance is not None:
+        replace(config, guidance=args.source_guidance)  # checked: the same range as --guidance
+    output = _check_output(Path(args.output), len(t_starts) > 1, "t_starts")
+    clip = load_audio(args.input, max_seconds=args.max_seconds)
+    _, mask = _edit_type_and_mask(args, clip)
+    backbone = _load_backbone(args)
+    outputs = ddpm_inversion(
+        backbone,
+        clip,
+        args.prompt,
+        t_starts,
+        config,
+        args.seed,
+        source_prompt=args.source_prompt,
+        source_guidance=args.source_guidance,
+        mask=mask,
+        progress=not args.quiet,
+    )
+    for path in _write_outputs(output, t_starts, outputs, clip.sample_rate, "t_start", args.format):
         print(path)
     return 0
 
@@ -613,6 +674,7 @@ COMMANDS = {
     "models": cmd_models,
     "bench": cmd_bench,
     "score": cmd_score,
+    "invert": cmd_invert,
     "eval": cmd_eval,
 }
 

@@ -113,6 +113,13 @@ class Inversion:
         """Where regeneration starts: x at ``start``, ``[1, C, F, M]``."""
         return self.trajectory[0]
 
+    def from_index(self, start: int) -> Inversion:
+        """The same inversion seen from a later ``start`` (what :func:`invert` gives for it)."""
+        if start < self.start:
+            raise ValueError(f"the inversion begins at index {self.start}, not before it ({start})")
+        k = start - self.start
+        return Inversion(start, self.trajectory[k:], self.residuals[k:])
+
 
 class _Denoiser:
     """The backbone's denoiser with classifier-free guidance, one condition batch bound."""
@@ -196,10 +203,10 @@ def invert(
     start = start_index(config.steps, config.t_start)
     x0 = latent.to(backbone.device).float()
     shape = tuple(x0.shape[1:])
-    # 1. Independent noisy versions of x_0 at every timestep from the start down
-    trajectory = [
-        scheduler.add_noise(x0, _noise([generator], shape).to(x0.device), t.reshape(1)) for t in timesteps[start:]
-    ]
+    # 1. Independent noisy versions of x_0 at every timestep, drawn for the whole schedule so that
+    #    an inversion seen from a later start (``from_index``) is the one made there
+    draws = [_noise([generator], shape).to(x0.device) for _ in timesteps]
+    trajectory = [scheduler.add_noise(x0, draws[i], timesteps[i].reshape(1)) for i in range(start, len(timesteps))]
     trajectory.append(x0)
     # 2. The residual of each step, with x_{t-1} reset to mean plus residual
     denoiser = _Denoiser(backbone, condition, config.guidance, unet)

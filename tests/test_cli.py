@@ -73,9 +73,25 @@ def test_sdedit_writes_one_file_per_strength(tmp_path, tone_wav, model, capsys):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["strength-0.30.wav", "strength-0.60.wav"]
 
 
+def test_edit_with_the_inversion_start_and_the_ddpm_inversion_baseline(tmp_path, tone_wav, model, capsys):
+    code, _, err = run(["edit", str(tone_wav), "a bell", "--eta", "0", "1", "--start", "inversion", "--t-start",
+                        "0.7", "-o", str(tmp_path / "e"), *FAST_FIT, *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["bundle", "eta-0.00.wav", "eta-1.00.wav"]
+    code, out, err = run(["invert", str(tone_wav), "rain", "--t-start", "0.4", "0.8", "--source-prompt", "a beep",
+                          "--source-guidance", "1", "-o", str(tmp_path / "z"), *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["t_start-0.40.wav", "t_start-0.80.wav"]
+    assert out.split() == [str(tmp_path / "z" / "t_start-0.40.wav"), str(tmp_path / "z" / "t_start-0.80.wav")]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["edit", "{tone}", "x", "--start", "middle", "-o", "{out}"], "invalid choice"),
+        (["edit", "{tone}", "x", "--start", "input", "--t-start", "0", "-o", "{out}"], "t_start must lie in (0, 1]"),
+        (["invert", "{tone}", "x", "--t-start", "1.2", "-o", "{out}"], "t_start must lie in (0, 1]"),
+        (["invert", "{tone}", "x", "--source-guidance", "30", "-o", "{out}"], "guidance must lie in 0-20"),
         (["edit", "{missing}", "x", "-o", "{out}"], "no such file"),
         (["edit", "{corrupt}", "x", "-o", "{out}"], "not a readable audio file"),
         (["edit", "{tone}", "x", "--eta", "1.5", "-o", "{out}"], "eta must lie in [0, 1]"),
