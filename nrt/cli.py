@@ -253,15 +253,32 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
     from .clap import DEFAULT_MODEL
-    from .evaluate import DEFAULT_ETAS, DEFAULT_STRENGTHS, METHODS
+    from .evaluate import DEFAULT_ETAS, DEFAULT_METHODS, DEFAULT_STRENGTHS, DEFAULT_T_STARTS, METHODS
     from .sample import SampleConfig
     from .scoring import DEFAULT_ONSET_TOLERANCE
 
-    p.add_argument("manifest", help="CSV: id,edit_type,audio,target_prompt[,mask]; audio relative to the CSV")
+    p.add_argument(
+        "manifest", help="CSV: id,edit_type,audio,target_prompt[,mask][,reference]; paths relative to the CSV"
+    )
     p.add_argument("-o", "--output", required=True, help="directory of the run; a re-run skips what is there")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="pipelines to evaluate")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(DEFAULT_METHODS),
+        help="pipelines to evaluate: full and lora start step 3 from noise, full-input/lora-input from the "
+        "input noised to --t-start, full-inversion/lora-inversion from its DDPM inversion; sdedit and "
+        "ddpm-inversion are the baselines",
+    )
     p.add_argument("--etas", type=float, nargs="+", default=list(DEFAULT_ETAS), help="η grid of full and lora")
     p.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS), help="SDEdit strength grid")
+    p.add_argument(
+        "--t-starts",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_T_STARTS),
+        help="t_start grid of the ddpm-inversion baseline",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds; every output once per seed")
     p.add_argument(
         "--clap",
@@ -291,6 +308,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=s.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=s.guidance, help="classifier-free guidance scale")
     g.add_argument("--scheduler", choices=["ddpm", "ddim"], default=s.scheduler, help="sampler")
+    g.add_argument(
+        "--t-start",
+        type=float,
+        default=s.t_start,
+        help="fraction of the schedule run from the input by the *-input and *-inversion methods",
+    )
     _add_model(p)
 
 
@@ -634,6 +657,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         methods=tuple(args.methods),
         etas=tuple(args.etas),
         strengths=tuple(args.strengths),
+        t_starts=tuple(args.t_starts),
         seeds=tuple(args.seeds),
         model=args.model,
         device=args.device,
@@ -642,7 +666,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fit=_fit_config(args),
         full_tune_lr=args.full_tune_lr if args.full_tune_lr is not None else defaults.tune_lr.get("full"),
         lora_tune_lr=args.lora_tune_lr if args.lora_tune_lr is not None else defaults.tune_lr.get("lora"),
-        sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler),
+        sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, t_start=args.t_start),
         onset_tolerance=args.onset_tolerance,
         max_seconds=args.max_seconds,
         fixed_eta_holdout=args.fixed_eta_holdout,

@@ -201,3 +201,22 @@ def text_to_audio(
     condition: Condition = backbone.encode_text([prompt])
     latents = sample(backbone, condition, shape, config, [check_seed(seed)], progress=progress)
     return decode_outputs(backbone, latents, prepared, clip, None)[0]
+
+
+def fill_gap(
+    backbone: Backbone,
+    prompt: str,
+    clip: AudioClip,
+    mask: Sequence[tuple[float, float]],
+    config: SampleConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """The base model filling the masked ranges from the prompt, the context kept (no fit): a baseline."""
+    config = config or SampleConfig()
+    prepared = prepare_input(backbone, clip)
+    shape = backbone.latent_shape(prepared.wave.shape[-1])
+    inpaint = inpaint_context(backbone, prepared, mask)
+    condition: Condition = backbone.encode_text([prompt])
+    latents = sample(backbone, condition, shape, config, [check_seed(seed)], inpaint=inpaint, progress=progress)
+    return decode_outputs(backbone, latents, prepared, clip, mask)[0]

@@ -1,10 +1,17 @@
 """The paper's evaluation protocol (section 3.2, Table 1, Figures 2 and 4) on a manifest of clips.
 
-For each clip: fit once per method (``full``, ``lora``) and reuse the bundle for every η; run
-SDEdit over its strengths; add the reference outputs (the input unchanged, η = 0, plain
-text-to-audio from the target prompt). Every output gets Text CLAP, Audio CLAP (against the
-input band-limited to the backbone's rate), their sum and onset F1; inpainting outputs also get
-the Text CLAP of the filled region alone. η (or the strength) is then chosen two ways:
+For each clip: fit once per method (``full``, ``lora``) and reuse the bundle for every η and
+every start of step 3 (``lora`` starts from noise, ``lora-input`` from the input noised to
+``t_start``, ``lora-inversion`` from the input's DDPM inversion); run SDEdit over its strengths
+and the DDPM-inversion baseline (``ddpm-inversion``) over its ``t_start`` values; add the
+reference outputs (the input unchanged, η = 0, plain text-to-audio from the target prompt, and
+for inpainting the base model filling the gap from the prompt with the context kept). Every
+output gets Text CLAP, Audio CLAP (against the input band-limited to the backbone's rate), their
+sum and onset F1; inpainting outputs also get the Text CLAP of the filled region alone. Where the
+manifest gives a ``reference`` (the audio the edit should produce), every output is also measured
+against it (:mod:`nrt.reference`: log-mel L1, CLAP, onset F1, reference gain), and each method
+reports how well the CLAP sum ranks its grid by reference gain (Spearman, per clip).
+η (or the strength, or ``t_start``) is then chosen two ways:
 
 - **oracle**: per clip, the value with the best CLAP sum (the paper's choice);
 - **fixed**: one value per edit type, chosen on clips other than the one reported (leave one
@@ -16,7 +23,8 @@ With several seeds a value's score is its mean over seeds, and the oracle choose
 On disk under the output directory::
 
     bundles/<id>/<method>/      one bundle per clip and fitted method
-    audio/<id>/<name>.wav       input.wav, t2a.wav, full-0.50.wav, lora-0.50.wav, sdedit-0.60.wav
+    audio/<id>/<name>.wav       input.wav, t2a.wav, fill.wav, full-0.50.wav, lora-0.50.wav,
+                                lora-inversion-0.50.wav, sdedit-0.60.wav, ddpm-inversion-0.50.wav
                                 (seeds other than 0 add "-seed<s>" to the name)
     clips/<id>.json             every output's file, keys and scores; rewritten atomically
     results.json, table.md, table.csv, eta_curves.png, spectrograms.png
@@ -43,9 +51,10 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from . import __version__
-from .audio import write_audio
+from .audio import samples_sha256, write_audio
 from .bundle import load_bundle, read_meta
-from .edit import check_etas, generate, text_to_audio
+from .ddpm_inversion import DEFAULT_T_STARTS, check_t_starts, ddpm_inversion
+from .edit import check_etas, fill_gap, generate, text_to_audio
 from .errors import BundleError, InputError
 from .fit import FitConfig
 from .fit_clip import fit_clip
@@ -53,6 +62,7 @@ from .inputs import MAX_SECONDS
 from .manifest import CheckedClip
 from .masks import Range
 from .onsets import OnsetConfig
+from .reference import ReferenceYardstick
 from .report import check_figures, write_json, write_reports
 from .sample import SampleConfig, check_seed
 from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, check_scorer, load_scorer
@@ -60,8 +70,10 @@ from .sdedit import check_strengths, sdedit
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("full", "lora", "sdedit")
 FITTED = ("full", "lora")
+STARTED = tuple(f"{m}-{start}" for m in FITTED for start in ("input", "inversion"))  # step 3 from the input
+METHODS = ("full", "lora", "sdedit", *STARTED, "ddpm-inversion")
+DEFAULT_METHODS = ("full", "lora", "sdedit")
 DEFAULT_ETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 FIGURE_EDIT_TYPE = "style_transfer"  # Figure 2's clip is a style transfer
@@ -71,9 +83,12 @@ FIGURE_EDIT_TYPE = "style_transfer"  # Figure 2's clip is a style transfer
 class EvalConfig:
     """Settings of an evaluation run. ``fit.method`` is ignored: each fitted method gets its own copy."""
 
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "full, lora, sdedit"})
+    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata={"help": ", ".join(METHODS)})
     etas: tuple[float, ...] = field(default=DEFAULT_ETAS, metadata={"help": "η grid of the fitted methods"})
     strengths: tuple[float, ...] = field(default=DEFAULT_STRENGTHS, metadata={"help": "SDEdit strength grid"})
+    t_starts: tuple[float, ...] = field(
+        default=DEFAULT_T_STARTS, metadata={"help": "t_start grid of the DDPM-inversion baseline"}
+    )
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "sampling seeds of every output"})
     model: str = field(default="mini", metadata={"help": "backbone: hub id, directory or built-in name"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
@@ -101,10 +116,11 @@ class EvalConfig:
             raise InputError(f"methods repeat: {' '.join(self.methods)}")
         self.etas = tuple(sorted(set(check_etas(list(self.etas)))))
         self.strengths = tuple(sorted(set(check_strengths(list(self.strengths)))))
+        self.t_starts = tuple(sorted(set(check_t_starts(list(self.t_starts)))))
         if not self.seeds:
             raise InputError("give at least one seed")
         self.seeds = tuple(dict.fromkeys(check_seed(s) for s in self.seeds))
-        for name, grid in (("eta", self.etas), ("strength", self.strengths)):
+        for name, grid in (("eta", self.etas), ("strength", self.strengths), ("t_start", self.t_starts)):
             names = [f"{v:.2f}" for v in grid]
             if len(set(names)) != len(names):
                 raise InputError(f"{name} values must differ at two decimals (they name the files), got {list(grid)}")
@@ -114,12 +130,12 @@ class EvalConfig:
             self.fit_config(method)  # checks the learning rates
 
     def values(self, method: str) -> tuple[float, ...]:
-        """The grid the choice is made on: η for the fitted methods, strengths for SDEdit."""
-        return self.strengths if method == "sdedit" else self.etas
+        """The grid the choice is made on: η for the fitted methods, strengths for SDEdit, t_start for DDPM inversion."""
+        return {"sdedit": self.strengths, "ddpm-inversion": self.t_starts}.get(method, self.etas)
 
     def generated(self, method: str) -> tuple[float, ...]:
         """What is generated: the grid, plus η = 0 for the fitted methods (a reference row)."""
-        return self.values(method) if method == "sdedit" else tuple(sorted({0.0, *self.etas}))
+        return self.values(method) if fitted_method(method) is None else tuple(sorted({0.0, *self.etas}))
 
     def fit_config(self, method: str) -> FitConfig:
         lr = self.full_tune_lr if method == "full" else self.lora_tune_lr
@@ -133,10 +149,26 @@ class EvalConfig:
         return data
 
 
+def fitted_method(method: str) -> str | None:
+    """The fit a method edits from (``lora-inversion`` → ``lora``); None for the methods without one."""
+    fit = method.split("-", 1)[0]
+    return fit if fit in FITTED and method in METHODS else None
+
+
+def method_start(method: str) -> str:
+    """Where step 3 of a fitted method starts: ``noise``, ``input`` or ``inversion``."""
+    return method.split("-", 1)[1] if method in STARTED else "noise"
+
+
+def sample_config(config: EvalConfig, method: str) -> SampleConfig:
+    """The sampling settings of a method's outputs: its start, with the run's ``t_start``."""
+    return replace(config.sample, start=method_start(method))
+
+
 # -- 1. Outputs, their keys, and what is already on disk ----------------------------------------
 @dataclass(frozen=True)
 class Output:
-    method: str  # "input", "t2a", "full", "lora", "sdedit"
+    method: str  # "input", "t2a", "fill", or one of METHODS
     value: float | None
     seed: int | None
 
@@ -158,44 +190,66 @@ def output_key(config: EvalConfig, clip: CheckedClip, out: Output) -> str:
     """A hash of everything that made an output: change any of it and the output is made again."""
     if out.method == "input":
         return _hash({"input": clip.sha256})
+    sample = asdict(config.sample)
+    if out.method in STARTED or out.method == "ddpm-inversion":
+        sample["start"] = method_start(out.method)
+    else:  # what starts from noise (or is given its start as its value) does not depend on them
+        sample.pop("start"), sample.pop("t_start")
     parts: dict[str, Any] = {
         "method": out.method,
         "value": out.value,
         "seed": out.seed,
         "model": config.model,
         "dtype": config.dtype,
-        "sample": asdict(config.sample),
+        "sample": sample,
         "prompt": clip.row.target_prompt,
     }
     if out.method == "t2a":
         parts["shape"] = [clip.clip.sample_rate, clip.clip.num_frames, clip.clip.channels]
     else:
         parts.update(input=clip.sha256, mask=_mask_list(clip.mask))
-    if out.method in FITTED:
-        parts["fit"] = config.fit_config(out.method).to_dict()
+    fit = fitted_method(out.method)
+    if fit is not None:
+        parts["fit"] = config.fit_config(fit).to_dict()
     return _hash(parts)
+
+
+def reference_sha256(clip: CheckedClip) -> str | None:
+    """A hash of the clip's reference audio (None without one), computed once per clip."""
+    if clip.reference is None:
+        return None
+    key = (clip.clip_id, clip.sha256, id(clip.reference))
+    if key not in _REFERENCE_SHA:
+        _REFERENCE_SHA[key] = samples_sha256(clip.reference.samples)
+    return _REFERENCE_SHA[key]
+
+
+_REFERENCE_SHA: dict[tuple[str, str, int], str] = {}
 
 
 def score_key(config: EvalConfig, clip: CheckedClip, out_key: str) -> str:
     """A hash of what the scores of an output depend on beyond the output itself."""
-    return _hash(
-        {
-            "output": out_key,
-            "clap": config.clap,
-            "band_limit_model": config.model,
-            "input": clip.sha256,
-            "prompt": clip.row.target_prompt,
-            "mask": _mask_list(clip.mask),
-            "onset_tolerance": config.onset_tolerance,
-            "onsets": asdict(OnsetConfig()),
-        }
-    )
+    parts = {
+        "output": out_key,
+        "clap": config.clap,
+        "band_limit_model": config.model,
+        "input": clip.sha256,
+        "prompt": clip.row.target_prompt,
+        "mask": _mask_list(clip.mask),
+        "onset_tolerance": config.onset_tolerance,
+        "onsets": asdict(OnsetConfig()),
+    }
+    reference = reference_sha256(clip)
+    if reference is not None:  # a run without references keeps its old keys
+        parts["reference"] = reference
+    return _hash(parts)
 
 
-def unit_outputs(config: EvalConfig, unit: str) -> list[Output]:
-    """The outputs of one work unit: ``reference`` (input, text-to-audio) or a method."""
+def unit_outputs(config: EvalConfig, unit: str, clip: CheckedClip) -> list[Output]:
+    """The outputs of one work unit: ``reference`` (input, text-to-audio, the base model's fill) or a method."""
     if unit == "reference":
-        return [Output("input", None, None)] + [Output("t2a", None, s) for s in config.seeds]
+        fills = [Output("fill", None, s) for s in config.seeds] if clip.mask else []
+        return [Output("input", None, None)] + [Output("t2a", None, s) for s in config.seeds] + fills
     return [Output(unit, v, s) for s in config.seeds for v in config.generated(unit)]
 
 
@@ -277,6 +331,7 @@ class Resources:
         self._backbone = None
         self._scorer = None
         self._rate = known_rate
+        self._yardsticks: dict[str, ReferenceYardstick] = {}
 
     @property
     def backbone(self):
@@ -300,6 +355,21 @@ class Resources:
                 self.config.clap, device=device, band_limit_rate=self.band_limit_rate, progress=self.progress
             )
         return self._scorer
+
+    def yardstick(self, clip: CheckedClip) -> ReferenceYardstick | None:
+        """The clip's reference yardstick (None without a reference), built once per clip."""
+        if clip.reference is None:
+            return None
+        if clip.clip_id not in self._yardsticks:
+            self._yardsticks[clip.clip_id] = ReferenceYardstick(
+                self.backbone,
+                self.scorer,
+                clip.clip,
+                clip.reference,
+                mask=clip.mask,
+                onset_tolerance=self.config.onset_tolerance,
+            )
+        return self._yardsticks[clip.clip_id]
 
 
 def _read_back(path: Path) -> np.ndarray:
@@ -351,18 +421,14 @@ def _make(
     by_seed: dict[int | None, list[Output]] = {}
     for out in todo:
         by_seed.setdefault(out.seed, []).append(out)
-    if unit in FITTED:
-        bundle = load_bundle(ensure_bundle(root, res, config, clip, unit, progress), res.backbone.info)
+    fit = fitted_method(unit)
+    if fit is not None:
+        bundle = load_bundle(ensure_bundle(root, res, config, clip, fit, progress), res.backbone.info)
     for key, outs in by_seed.items():
         seed = cast(int, key)  # only the unchanged input has no seed, and it is never generated
         values = [cast(float, o.value) for o in outs]  # the η or strength of each generated output
         if unit == "reference":
-            waves = [
-                clip.clip.samples
-                if o.method == "input"
-                else text_to_audio(res.backbone, prompt, clip.clip, sample, seed, progress=progress)
-                for o in outs
-            ]
+            waves = [_reference_output(res, clip, o, seed, sample, progress) for o in outs]
         elif unit == "sdedit":
             waves = sdedit(
                 res.backbone,
@@ -374,17 +440,31 @@ def _make(
                 mask=clip.mask,
                 progress=progress,
             )
+        elif unit == "ddpm-inversion":
+            waves = ddpm_inversion(
+                res.backbone, clip.clip, prompt, values, sample, seed, mask=clip.mask, progress=progress
+            )
         else:
-            waves = generate(res.backbone, bundle, values, sample, seed, progress=progress)
+            waves = generate(res.backbone, bundle, values, sample_config(config, unit), seed, progress=progress)
         for out, wave in zip(outs, waves):
             made[out] = wave
     return made
 
 
+def _reference_output(
+    res: Resources, clip: CheckedClip, out: Output, seed: int, sample: SampleConfig, progress: bool
+) -> np.ndarray:
+    if out.method == "input":
+        return clip.clip.samples
+    if out.method == "fill":
+        return fill_gap(res.backbone, clip.row.target_prompt, clip.clip, cast(list, clip.mask), sample, seed, progress)
+    return text_to_audio(res.backbone, clip.row.target_prompt, clip.clip, sample, seed, progress=progress)
+
+
 def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipStore, unit: str, progress: bool) -> None:
     """Make and score what one (clip, unit) lacks, then rewrite the clip's record."""
     clip = store.clip
-    outs = unit_outputs(config, unit)
+    outs = unit_outputs(config, unit, clip)
     status = {out: store.status(config, out) for out in outs}
     todo = [o for o in outs if status[o] == "make"]
     store.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -407,13 +487,19 @@ def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipSto
             config.onset_tolerance,
         )
         ordered = list(waves)
-        for out, scores in zip(ordered, scorer.score([waves[o] for o in ordered], clip.clip.sample_rate)):
+        rows = scorer.score([waves[o] for o in ordered], clip.clip.sample_rate)
+        yardstick = res.yardstick(clip)
+        if yardstick is not None:
+            measured = yardstick.score([waves[o] for o in ordered], clip.clip.sample_rate)
+            rows = [{**row, **more} for row, more in zip(rows, measured)]
+        for out, scores in zip(ordered, rows):
             store.put(config, out, scores)
         store.record["band_limit_rate"] = res.band_limit_rate
         store.record["clap"] = config.clap
-    bundle_dir = root / "bundles" / clip.clip_id / unit
-    if unit in FITTED and (bundle_dir / "bundle.json").is_file():
-        store.record.setdefault("fit_seconds", {})[unit] = read_meta(bundle_dir).get("fit_seconds")
+    if unit in FITTED and (root / "bundles" / clip.clip_id / unit / "bundle.json").is_file():
+        store.record.setdefault("fit_seconds", {})[unit] = read_meta(root / "bundles" / clip.clip_id / unit).get(
+            "fit_seconds"
+        )
     store.save()
 
 
@@ -433,7 +519,10 @@ def choose_fixed(pool: Sequence[dict[float, float]], values: Sequence[float]) ->
 
 def _seed_means(entries: list[dict[str, Any]]) -> dict[str, float]:
     keys = sorted({k for e in entries for k in e["scores"] if isinstance(e["scores"][k], (int, float))})
-    return {k: float(np.mean([e["scores"][k] for e in entries if k in e["scores"]])) for k in keys}
+    return {
+        k: float(np.mean([e["scores"][k] for e in entries if isinstance(e["scores"].get(k), (int, float))]))
+        for k in keys
+    }
 
 
 def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -460,9 +549,10 @@ def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]
         "methods": {},
     }
     summary["reference"]["input"] = _seed_means([o for o in outputs if o["method"] == "input"])
-    summary["reference"]["t2a"] = _seed_means(
-        [o for o in outputs if o["method"] == "t2a" and o["seed"] in config.seeds]
-    )
+    for name in ("t2a", "fill"):
+        entries = [o for o in outputs if o["method"] == name and o["seed"] in config.seeds]
+        if entries:
+            summary["reference"][name] = _seed_means(entries)
     for method in config.methods:
         values: list[dict[str, Any]] = []
         for value in config.generated(method):
@@ -478,8 +568,33 @@ def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]
                 }
             )
         grid = {v["value"]: v["sum"] for v in values if v["in_grid"]}
-        summary["methods"][method] = {"values": values, "oracle": choose_best(grid)}
+        summary["methods"][method] = {
+            "values": values,
+            "oracle": choose_best(grid),
+            "objective_spearman": objective_spearman([v for v in values if v["in_grid"]]),
+        }
     return summary
+
+
+def objective_spearman(values: Sequence[dict[str, Any]]) -> float | None:
+    """How well the CLAP sum ranks a clip's grid by reference gain: Spearman's ρ over the grid.
+
+    None without references, with fewer than three values with a defined gain, or where either
+    is constant over the grid (no ranking to agree with).
+    """
+    pairs = [
+        (v["sum"], v["ref_gain"])
+        for v in values
+        if isinstance(v.get("ref_gain"), float) and np.isfinite(v["ref_gain"]) and np.isfinite(v["sum"])
+    ]
+    if len(pairs) < 3:
+        return None
+    sums, gains = np.array(pairs).T
+    if np.ptp(sums) == 0 or np.ptp(gains) == 0:
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(sums, gains).statistic)
 
 
 def _wanted(config: EvalConfig, out: dict[str, Any]) -> bool:
@@ -488,7 +603,7 @@ def _wanted(config: EvalConfig, out: dict[str, Any]) -> bool:
         return True
     if out["seed"] not in config.seeds:
         return False
-    if out["method"] == "t2a":
+    if out["method"] in ("t2a", "fill"):
         return True
     return out["method"] in config.methods and out["value"] in config.generated(out["method"])
 
@@ -578,7 +693,7 @@ def run_eval(
         (store, unit)
         for store in stores
         for unit in units
-        if any(store.status(config, o) != "done" for o in unit_outputs(config, unit))
+        if any(store.status(config, o) != "done" for o in unit_outputs(config, unit, store.clip))
     ]
     known_rate = next(
         (

@@ -30,12 +30,34 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("sum", "text", "audio", "onset_f1", "text_filled")
-METRIC_TITLES = {"sum": "Sum", "text": "Text", "audio": "Audio", "onset_f1": "Onset F1", "text_filled": "Text (filled)"}
+CLAP_METRICS = ("sum", "text", "audio", "onset_f1", "text_filled")
+REFERENCE_METRICS = ("ref_gain", "ref_logmel_l1", "ref_clap", "ref_onset_f1")  # where the clips have references
+METRICS = CLAP_METRICS + REFERENCE_METRICS
+METRIC_TITLES = {
+    "sum": "Sum",
+    "text": "Text",
+    "audio": "Audio",
+    "onset_f1": "Onset F1",
+    "text_filled": "Text (filled)",
+    "ref_gain": "Ref. gain",
+    "ref_logmel_l1": "Ref. L1 (dB)",
+    "ref_clap": "Ref. CLAP",
+    "ref_onset_f1": "Ref. onset F1",
+}
 EDIT_TYPE_ORDER = ("addition", "inpainting", "style_transfer")  # Table 1's order
 EDIT_TYPE_TITLES = {"addition": "Addition", "inpainting": "Inpainting", "style_transfer": "Style transfer"}
-METHOD_TITLES = {"full": "Ours", "lora": "Ours (LoRA)", "sdedit": "SDEdit"}
-VALUE_NAMES = {"full": "η", "lora": "η", "sdedit": "strength"}
+METHOD_TITLES = {
+    "full": "Ours",
+    "lora": "Ours (LoRA)",
+    "full-input": "Ours, from the input",
+    "lora-input": "Ours (LoRA), from the input",
+    "full-inversion": "Ours, from its inversion",
+    "lora-inversion": "Ours (LoRA), from its inversion",
+    "sdedit": "SDEdit",
+    "ddpm-inversion": "DDPM inversion",
+}
+VALUE_NAMES = {"sdedit": "strength", "ddpm-inversion": "t_start"}  # else η
+ETA_METHODS = ("full", "lora", "full-input", "lora-input", "full-inversion", "lora-inversion")
 MATPLOTLIB_HINT = "the figures need matplotlib: pip install 'nrt[eval]' (or pip install matplotlib)"
 
 
@@ -88,12 +110,16 @@ def _per_seed(clip: dict[str, Any], method: str, value: float | None) -> list[di
 
 def _pipelines(config: EvalConfig) -> list[tuple[str, str, str]]:
     """(method, selection, title) of every row of an edit type, in the order shown."""
-    rows = [("input", "reference", "Input (unchanged)"), ("t2a", "reference", "Text-to-audio")]
-    for method in ("sdedit", "full", "lora"):
+    rows = [
+        ("input", "reference", "Input (unchanged)"),
+        ("t2a", "reference", "Text-to-audio"),
+        ("fill", "reference", "Base model fills the gap"),
+    ]
+    for method in ("sdedit", "ddpm-inversion", *ETA_METHODS):
         if method not in config.methods:
             continue
-        title, name = METHOD_TITLES[method], VALUE_NAMES[method]
-        if method != "sdedit":
+        title, name = METHOD_TITLES[method], VALUE_NAMES.get(method, "η")
+        if method in ETA_METHODS:
             rows.append((method, "eta0", f"{title}, η = 0"))
         rows.append((method, "oracle", f"{title}, oracle {name}"))
         rows.append((method, "fixed", f"{title}, fixed {name}"))
@@ -136,6 +162,8 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
                         per_clip[metric].append(float(np.mean(got)))
                         if len(got) > 1:
                             seed_sd[metric].append(float(np.std(got, ddof=1)))
+            if not chosen:
+                continue  # e.g. the fill row of an edit type without gaps
             known = [v for v in chosen if v is not None]  # none for the reference rows
             row = {
                 "edit_type": edit_type,
@@ -162,12 +190,15 @@ def build_curves(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
     for edit_type in dict.fromkeys(c["edit_type"] for c in results["clips"]):
         curves[edit_type] = {}
         group = [c for c in results["clips"] if c["edit_type"] == edit_type]
-        for method in (m for m in ("full", "lora") if m in config.methods):
+        for method in (m for m in ETA_METHODS if m in config.methods):
             points = []
             for eta in config.etas:
                 rows = [v for c in group for v in c["methods"][method]["values"] if v["value"] == eta]
                 points.append(
-                    {"eta": eta, **{k: interval([r[k] for r in rows if k in r]) for k in ("text", "audio", "sum")}}
+                    {
+                        "eta": eta,
+                        **{k: interval([r[k] for r in rows if k in r]) for k in ("text", "audio", "sum", "ref_gain")},
+                    }
                 )
             curves[edit_type][method] = points
     return curves
@@ -239,10 +270,11 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
         "",
     ]
     lines += [f"- {text}" for text in caveats(results, config)]
+    metrics = shown_metrics(table)
     lines += [
         "",
-        "| Edit type | Pipeline | η / strength | n | Sum | Text | Audio | Onset F1 | Text (filled) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Edit type | Pipeline | value | n | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |",
+        "|---|---|---|---|" + "---|" * len(metrics),
     ]
     last = None
     for row in table:
@@ -256,7 +288,7 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
                     row["pipeline"],
                     _value_cell(row),
                     str(row["n_clips"]),
-                    *(_cell(row[m]) for m in METRICS),
+                    *(_cell(row[m]) for m in metrics),
                 ]
             )
             + " |"
@@ -266,6 +298,20 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
         for m in ("full", "lora")
         if m in config.methods
     }
+    agreement = results.get("objective_agreement", {})
+    if agreement:
+        lines += [
+            "",
+            "Does the sweep's objective pick good edits? Spearman's ρ between the CLAP sum and the reference "
+            "gain over each clip's grid (mean over clips [95 % interval]; 1: the sum ranks the settings as the "
+            "reference does, 0: unrelated, < 0: reversed):",
+            "",
+        ]
+        lines += [
+            f"- {EDIT_TYPE_TITLES.get(t, t)}, {METHOD_TITLES[m]}: {_cell(stats)} (n = {stats['n']})"
+            for t, methods in agreement.items()
+            for m, stats in methods.items()
+        ]
     if any(fit_times.values()):
         lines += [
             "",
@@ -274,6 +320,23 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def shown_metrics(table: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The CLAP metrics always; the reference metrics where some clip has a reference."""
+    with_reference = any(row[m]["n"] for row in table for m in REFERENCE_METRICS)
+    return METRICS if with_reference else CLAP_METRICS
+
+
+def objective_agreement(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
+    """Per edit type and method, the mean over clips of the CLAP sum's Spearman ρ with the reference gain."""
+    out: dict[str, Any] = {}
+    for clip in results["clips"]:
+        for method, entry in clip["methods"].items():
+            rho = entry.get("objective_spearman")
+            if rho is not None:
+                out.setdefault(clip["edit_type"], {}).setdefault(method, []).append(rho)
+    return {t: {m: interval(v) for m, v in methods.items()} for t, methods in out.items()}
 
 
 def render_csv(table: list[dict[str, Any]]) -> str:
@@ -330,8 +393,9 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
     edit_types = [t for t in EDIT_TYPE_ORDER if t in curves] + sorted(set(curves) - set(EDIT_TYPE_ORDER))
     figure = _figure(4.2 * max(1, len(edit_types)), 3.6)
     axes = figure.subplots(1, max(1, len(edit_types)), squeeze=False)[0]
-    colors = {"full": "tab:blue", "lora": "tab:orange"}
-    markers = {"full": "o", "lora": "s"}  # distinct, so coinciding curves stay visible
+    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    colors = dict(zip(ETA_METHODS, palette))
+    markers = dict(zip(ETA_METHODS, "osd^v<"))  # distinct, so coinciding curves stay visible
     for ax, edit_type in zip(axes, edit_types):
         n = 0
         for method, points in curves[edit_type].items():
@@ -359,6 +423,31 @@ def plot_eta_curves(curves: dict[str, Any], path: Path, note: str) -> Path:
     axes[0].legend(fontsize=7)
     figure.text(0.5, 0.01, note, ha="center", fontsize=7, wrap=True)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save_png(figure, path)
+
+
+def plot_reference_gain(curves: dict[str, Any], path: Path) -> Path:
+    """Reference gain against η per fitted method and start, mean over clips with its interval."""
+    edit_types = [t for t in EDIT_TYPE_ORDER if t in curves] + sorted(set(curves) - set(EDIT_TYPE_ORDER))
+    figure = _figure(4.2 * max(1, len(edit_types)), 3.6)
+    axes = figure.subplots(1, max(1, len(edit_types)), squeeze=False)[0]
+    for ax, edit_type in zip(axes, edit_types):
+        for i, (method, points) in enumerate(curves[edit_type].items()):
+            etas = [p["eta"] for p in points]
+            stats = [p["ref_gain"] for p in points]
+            mean = np.array([np.nan if p["mean"] is None else p["mean"] for p in stats])
+            line = ax.plot(etas, mean, marker="osd^v<>"[i % 7], fillstyle="none", label=METHOD_TITLES[method])[0]
+            lo = np.array([np.nan if p["lo"] is None else p["lo"] for p in stats])
+            hi = np.array([np.nan if p["hi"] is None else p["hi"] for p in stats])
+            if np.isfinite(lo).any():
+                ax.fill_between(etas, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
+        ax.axhline(0.0, color="gray", linewidth=0.8, linestyle=":")
+        ax.set_title(EDIT_TYPE_TITLES.get(edit_type, edit_type))
+        ax.set_xlabel("η")
+        ax.set_ylabel("reference gain (1: codec bound, 0: the input)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
     return _save_png(figure, path)
 
 
@@ -430,13 +519,21 @@ def write_reports(results: dict[str, Any], root: Path, config: EvalConfig) -> di
     """Add the table and curves to ``results`` and write results.json, table.md/csv and the figures."""
     table = build_table(results, config)
     curves = build_curves(results, config)
-    results = {**results, "caveats": caveats(results, config), "table": table, "curves": curves}
+    results = {
+        **results,
+        "caveats": caveats(results, config),
+        "table": table,
+        "curves": curves,
+        "objective_agreement": objective_agreement(results, config),
+    }
     files = [
         write_text(root / "table.md", render_markdown(results, table, config)),
         write_text(root / "table.csv", render_csv(table)),
     ]
-    if any(m in config.methods for m in ("full", "lora")):  # Figure 4 is about η
+    if any(m in config.methods for m in ETA_METHODS):  # Figure 4 is about η
         files.append(plot_eta_curves(curves, root / "eta_curves.png", caveats(results, config)[0]))
+        if any(p["ref_gain"]["n"] for t in curves.values() for points in t.values() for p in points):
+            files.append(plot_reference_gain(curves, root / "reference_gain.png"))
     files.append(plot_spectrograms(results, config, root, root / "spectrograms.png"))
     files.append(root / "results.json")
     results["files"] = [p.name for p in files]

@@ -124,12 +124,59 @@ def test_eval_writes_tables_results_figures_and_audio(run: tuple[Path, Path]) ->
         made = {(o["method"], o["value"]) for o in clip["outputs"]}
         expected = {("input", None), ("t2a", None), ("sdedit", 0.5), ("sdedit", 1.0)}
         expected |= {(m, v) for m in ("full", "lora") for v in (0.0, 0.5, 1.0)}
+        if clip["edit_type"] == "inpainting":
+            expected |= {("fill", None)}  # the base model filling the gap from the prompt
         assert made == expected
         for out in clip["outputs"]:
             info = sf.info(output / out["file"])
             assert (info.frames, info.samplerate, info.channels) == (source.frames, source.samplerate, source.channels)
             assert math.isfinite(out["sum"]) and out["sum"] == pytest.approx(out["text"] + out["audio"])
             assert ("text_filled" in out) == (clip["edit_type"] == "inpainting")
+
+
+def test_eval_with_references_measures_every_start_and_the_inversion_baseline(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """References in the manifest: reference metrics on every output, the objective's agreement, the figure."""
+    manifest = _write_clips(tmp_path / "data")
+    rng = np.random.default_rng(1)
+    rate = 16_000
+    target = 0.3 * np.sin(2 * np.pi * 880 * np.arange(rate) / rate) + 0.01 * rng.standard_normal(rate)
+    sf.write(tmp_path / "data" / "audio" / "add-ref.wav", target.astype(np.float32), rate)
+    inp, inp_rate = sf.read(tmp_path / "data" / "audio" / "inp.wav", dtype="float32")
+    gap = slice(int(GAP[0] * inp_rate), int(GAP[1] * inp_rate))
+    inp[gap] = 0.2 * rng.standard_normal((gap.stop - gap.start, 2))
+    sf.write(tmp_path / "data" / "audio" / "inp-ref.wav", inp, inp_rate)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text(
+        "\n".join([lines[0] + ",reference", lines[1] + ",audio/add-ref.wav", lines[2] + ",audio/inp-ref.wav"]) + "\n"
+    )
+    output = tmp_path / "out"
+    methods = ["lora", "lora-input", "lora-inversion", "ddpm-inversion"]
+    fast = [*FAST, "--methods", *methods, "--t-starts", "0.5", "1", "--t-start", "0.5"]
+    assert main(["eval", str(manifest), "-o", str(output), *fast]) == 0
+
+    results = _results(output)
+    for clip in results["clips"]:
+        made = {(o["method"], o["value"]) for o in clip["outputs"]}
+        assert {("lora-inversion", 0.5), ("lora-input", 1.0), ("ddpm-inversion", 1.0)} <= made
+        for out in clip["outputs"]:
+            assert {"ref_logmel_l1", "ref_clap", "ref_onset_f1", "ref_gain"} <= set(out)
+        unchanged = next(o for o in clip["outputs"] if o["method"] == "input")
+        assert unchanged["ref_gain"] is None or unchanged["ref_gain"] == pytest.approx(0.0, abs=1e-9)
+        for method in methods:
+            rho = clip["methods"][method]["objective_spearman"]
+            assert rho is None or -1.0 <= rho <= 1.0
+    assert (output / "audio" / "add-1" / "lora-inversion-0.50.wav").is_file()
+    assert len(list((output / "bundles" / "add-1").iterdir())) == 1  # the starts share the lora fit
+    table = (output / "table.md").read_text()
+    assert "Ref. gain" in table and "Ours (LoRA), from its inversion" in table and "DDPM inversion" in table
+    data = (output / "reference_gain.png").read_bytes()
+    assert data[:8] == PNG_MAGIC
+    with open(output / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} >= {"input", "t2a", "fill", *methods}
+    assert all(r["ref_logmel_l1_mean"] != "" for r in rows)
 
 
 def test_inpainting_outputs_keep_the_context_sample_for_sample(run: tuple[Path, Path]) -> None:
@@ -140,7 +187,7 @@ def test_inpainting_outputs_keep_the_context_sample_for_sample(run: tuple[Path, 
     clip = _results(output)["clips"][1]
     assert clip["mask"] == [[pytest.approx(GAP[0], abs=1e-3), pytest.approx(GAP[1], abs=1e-3)]]
     for out in clip["outputs"]:
-        if out["method"] in ("full", "lora", "sdedit"):
+        if out["method"] in ("full", "lora", "sdedit", "fill"):
             edited, _ = sf.read(output / out["file"], dtype="float32", always_2d=True)
             np.testing.assert_array_equal(edited[outside], source[outside])
 
