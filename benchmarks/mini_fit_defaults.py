@@ -72,7 +72,7 @@ from nrt.inputs import EDIT_TYPES
 from nrt.manifest import CheckedClip, ManifestRow, load_clips
 from nrt.masks import ranges_to_sample_mask
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases
-from nrt.report import write_json, write_text
+from nrt.files import write_json, write_text
 from nrt.sample import SampleConfig
 from nrt.scoring import ReferenceScorer
 

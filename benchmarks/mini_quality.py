@@ -36,7 +36,7 @@ from nrt.cli import main as nrt_main
 from nrt.mini.cases import write_cases
 from nrt.mini.clap import embedding_retrieval, retrieval_accuracy
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, Event, Scene, edit_cases, scene_for
-from nrt.report import write_json, write_text
+from nrt.files import write_json, write_text
 from nrt.sample import SampleConfig, sample
 from nrt.scoring import load_scorer
 

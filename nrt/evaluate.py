@@ -56,6 +56,7 @@ from .bundle import load_bundle, read_meta
 from .ddpm_inversion import DEFAULT_T_STARTS, check_t_starts, ddpm_inversion
 from .edit import check_etas, fill_gap, generate, text_to_audio
 from .errors import BundleError, InputError
+from .files import write_json
 from .fit import FitConfig
 from .fit_clip import fit_clip
 from .inputs import MAX_SECONDS
@@ -63,7 +64,7 @@ from .manifest import CheckedClip
 from .masks import Range
 from .onsets import OnsetConfig
 from .reference import ReferenceYardstick
-from .report import check_figures, write_json, write_reports
+from .report import check_figures, write_reports
 from .sample import SampleConfig, check_seed
 from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, check_scorer, load_scorer
 from .sdedit import check_strengths, sdedit

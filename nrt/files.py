@@ -27,6 +27,8 @@ import contextlib
 import ctypes
 import errno
 import functools
+import json
+import math
 import os
 import shutil
 import sys
@@ -34,6 +36,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # A rename onto one of these fails because the target is there (a directory that is not empty,
 # or another kind of file); the swap then exchanges the two or moves the old one aside.
@@ -61,6 +64,29 @@ def atomic_file(path: str | os.PathLike, write: Callable[[str], object], mode: i
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (its folder made): readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with NaN and infinities as None, which JSON can hold."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON atomically; NaN and infinities become null."""
+    return write_text(path, json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import NrtError
-from .files import atomic_file
+from .files import atomic_file, write_json, write_text
 from .scoring import describe_clap
 from .spectrogram import log_mel
 
@@ -65,27 +63,6 @@ MATPLOTLIB_HINT = "the figures need matplotlib: pip install 'nrt[eval]' (or pip 
 def _replace_with(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_file(path, write)
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` atomically: readers see the old file or the new one, never a part."""
-    return _replace_with(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _finite(data: Any) -> Any:
-    """``data`` with NaN and infinities as None, which JSON can hold."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON atomically; NaN and infinities become null."""
-    return write_text(path, json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -548,7 +525,5 @@ __all__ = [
     "interval",
     "render_csv",
     "render_markdown",
-    "write_json",
     "write_reports",
-    "write_text",
 ]

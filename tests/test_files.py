@@ -167,3 +167,14 @@ def test_ensure_dir_replaces_an_incomplete_copy_and_yields_to_a_finished_one(tmp
     ensure_dir(other, lose_the_race, "index")
     assert (other / "index").read_text() == "1"
     assert _hidden(tmp_path) == []
+
+
+def test_write_json_is_atomic_and_holds_no_nan(tmp_path):
+    import json
+    import math
+
+    from nrt.files import write_json
+
+    path = write_json(tmp_path / "deep" / "x.json", {"a": math.nan, "b": [1.0, math.inf], "c": "é"})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": None, "b": [1.0, None], "c": "é"}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary file left beside it
