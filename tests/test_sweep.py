@@ -21,6 +21,7 @@ from conftest import HANG_SECONDS, SMOKE_FITS, smoke_config, write_manifest, wri
 from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR
 from nrt.fit import DEFAULT_TUNE_LR, FitConfig
+from nrt.sample import STARTS
 from nrt.storage import Storage, bundle_rel, read_registry_entry
 
 ray = pytest.importorskip("ray")
@@ -71,8 +72,11 @@ def swept(ray_local, manifest, tmp_path_factory):
     """Two clips, two fit settings each (two step 2 learning rates)."""
     storage = tmp_path_factory.mktemp("sweep") / "root"
     fits = tuple(FitConfig(**SMOKE_FITS, tune_lr=lr) for lr in (1e-4, 2e-4))
+    space = {"steps": parse_param("steps", "3"), "eta": parse_param("eta", "0:1"),
+             "start": parse_param("start", list(STARTS)), "t_start": parse_param("t_start", "0.2:1")}
     lines = []
-    result = run_sweep(manifest, smoke_config(storage, fits=fits), on_progress=lines.append, poll_seconds=0.5)
+    result = run_sweep(manifest, smoke_config(storage, fits=fits, space=space), on_progress=lines.append,
+                       poll_seconds=0.5)
     return Storage(storage), result, fits, lines
 
 
@@ -87,11 +91,16 @@ def test_sweep_writes_registry_entries_and_the_study_database(swept):
         assert entry is not None
         assert entry["trials"] == {"run": 4, "done": 4, "failed": 0}  # two settings, two trials each
         assert 0.0 <= entry["best"]["eta"] <= 1.0 and entry["best"]["steps"] == 3
+        assert entry["best"]["start"] in STARTS and 0.2 <= entry["best"]["t_start"] <= 1.0
+        assert entry["search"]["start"] == "noise|input|inversion" and entry["search"]["t_start"] == "0.2:1"
         assert entry["scores"]["sum"] == pytest.approx(entry["scores"]["text"] + entry["scores"]["audio"])
         assert storage.exists(f"{entry['bundle']}/bundle.json")
         assert storage.read_bytes(entry["plot"]).startswith(b"\x89PNG")
         trials = list(csv.DictReader(storage.read_bytes(entry["trials_csv"]).decode().splitlines()))
         assert len(trials) == 4 and max(float(t["sum"]) for t in trials) == pytest.approx(entry["scores"]["sum"])
+        assert {t["start"] for t in trials} <= set(STARTS) and all(0.2 <= float(t["t_start"]) <= 1 for t in trials)
+        best = max(trials, key=lambda t: float(t["sum"]))
+        assert (best["start"], float(best["t_start"])) == (entry["best"]["start"], entry["best"]["t_start"])
         assert {t["fit_key"] for t in trials} == {s["fit_key"] for s in entry["settings"]}
         assert json.loads(storage.read_bytes(f"status/{row['clip_id']}.json"))["state"] == "done"
     # the inpainting clip was scored on its own filled region too, the addition clip not
@@ -103,6 +112,7 @@ def test_sweep_writes_registry_entries_and_the_study_database(swept):
     assert {s.study_name.split(".")[0] for s in studies} == {"beep", "gap"}
     table = list(csv.DictReader(storage.read_bytes("results.csv").decode().splitlines()))
     assert [(r["clip_id"], r["status"]) for r in table] == [("beep", "done"), ("gap", "done")]
+    assert all(r["start"] in STARTS and r["t_start"] for r in table)
     assert any("beep: searching" in line for line in lines) and any("gap: done" in line for line in lines)
 
 
@@ -299,13 +309,25 @@ def test_flags_become_the_fit_grid_and_the_search_space():
     assert config.space["eta"].kind == "range" and config.space["eta"].values == (0.3, 0.9)
     assert config.space["steps"].kind == "choice" and config.space["steps"].values == (20, 40)
     assert config.space["guidance"].fixed and config.param_space() == {"guidance": 3.0, "scheduler": "ddpm", "seed": 0}
+    # the η/timestep search: t_start is searched beside η, the start chosen among the three
+    assert config.space["start"].kind == "choice" and config.space["start"].values == STARTS
+    assert config.space["t_start"].kind == "range" and config.space["t_start"].values == (0.2, 1.0)
+    assert type(config.space["start"].distribution()).__name__ == "CategoricalDistribution"
+    assert type(config.space["t_start"].distribution()).__name__ == "FloatDistribution"
     assert config.trials == 5 and config.clap == "mini" and config.storage == "somewhere"
     # a rate left out takes the model's default for its method
     mini = script.sweep_config(script.build_parser().parse_args(["--method", "full", "lora"]))
     assert {(f.method, f.tune_lr) for f in mini.fits} == {("full", MINI_TUNE_LR["full"]), ("lora", MINI_TUNE_LR["lora"])}
     toy = script.sweep_config(script.build_parser().parse_args(["--model", "tiny"]))
     assert toy.clap == "tiny" and toy.fits[0].resolved_tune_lr == DEFAULT_TUNE_LR["lora"] and toy.fits[0].tune_steps == 40
-    assert set(config.searched) == {"eta", "steps"}
+    assert set(config.searched) == {"eta", "steps", "start", "t_start"}
+    chosen = script.sweep_config(script.build_parser().parse_args(["--start", "inversion", "--t-start", "0.3", "0.5"]))
+    assert chosen.param_space()["start"] == "inversion" and chosen.space["t_start"].values == (0.3, 0.5)
+    noise = script.sweep_config(script.build_parser().parse_args(["--start", "noise", "--smoke-test"]))
+    assert noise.param_space()["start"] == "noise" and noise.space["steps"].values == (3,)
+    # a sweep given no start, as before this setting existed, runs every trial from noise
+    assert smoke_config("x").param_space() == {"steps": 3, "guidance": 3.0, "scheduler": "ddpm", "start": "noise",
+                                               "t_start": 0.6, "seed": 0}
 
 
 @pytest.mark.parametrize("name, texts, message", [
@@ -314,6 +336,10 @@ def test_flags_become_the_fit_grid_and_the_search_space():
     ("steps", ["0:10"], "steps must be"),
     ("steps", ["ten"], "not a int"),
     ("guidance", ["1", "2:3"], "not both"),
+    ("start", ["noise", "middle"], "start must be one of noise, input, inversion, got 'middle'"),
+    ("t_start", ["0:0.5"], "t_start must lie in"),
+    ("t_start", ["1.5"], "t_start must lie in"),
+    ("t_start", ["soon"], "--t-start: 'soon' is not a float"),
 ])
 def test_bad_search_values_name_the_flag(name, texts, message):
     with pytest.raises(InputError, match=message):
@@ -324,6 +350,23 @@ def test_bad_flags_exit_2_with_one_line(capsys):
     script = _load_script()
     assert script.main(["--trials", "0", "--storage", "/nonexistent/x"]) == 2
     assert "trials must be" in capsys.readouterr().err
+
+
+def test_a_registry_entry_from_before_the_start_was_searched_reads_as_noise():
+    from nrt.sweep import sample_config
+    from nrt.sweep.progress import render_table
+    from nrt.sweep.runner import _earlier_row
+
+    old = {"clip_id": "old", "bundle": "bundles/old/k", "seconds": 1.0,
+           "best": {"eta": 0.4, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0},
+           "scores": {"text": 0.1, "audio": 0.9, "sum": 1.0}, "trials": {"run": 2, "done": 2, "failed": 0}}
+    row = _earlier_row(old)
+    assert (row["start"], row["t_start"], row["eta"]) == ("noise", 0.6, 0.4)
+    config = sample_config(old["best"])
+    assert (config.start, config.t_start, config.steps, config.guidance) == ("noise", 0.6, 3, 2.0)
+    new = _earlier_row({**old, "best": {**old["best"], "start": "inversion", "t_start": 0.45}})
+    table = render_table([row, new]).splitlines()
+    assert " noise " in table[2] and " inversion@0.45 " in table[3]
 
 
 def test_fit_keys_change_with_what_changes_the_fit():

@@ -1,8 +1,9 @@
 """Per-clip search of the edit settings, on one machine or a Ray cluster.
 
 For every clip of a manifest: fit once per fit setting (a task with a whole GPU), then search
-η, diffusion steps and guidance with Optuna under Ray Tune (trials on fractional GPUs), each
-trial scored by the CLAP sum; the best lands in the registry of the storage root.
+η with t_start, step 3's start, diffusion steps and guidance with Optuna under Ray Tune (trials
+on fractional GPUs), each trial scored by the CLAP sum; the best lands in the registry of the
+storage root.
 
     python tune/sweep.py                              # the example clips, nrt-mini, local Ray
     python tune/sweep.py --manifest clips.csv --model declare-lab/tango --clap laion/clap-htsat-unfused \\
@@ -27,6 +28,7 @@ from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
 from nrt.commandline import NOISY_LOGGERS, HelpFormatter, Parser, run_command
 from nrt.defaults import model_defaults
 from nrt.fit import FitConfig
+from nrt.sample import STARTS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "manifest.csv"
 
@@ -60,6 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", nargs="+", default=None, metavar="V", help="diffusion steps T: value, LOW:HIGH or values")
     g.add_argument("--guidance", nargs="+", default=None, metavar="V", help="guidance scale: value, LOW:HIGH or values")
     g.add_argument("--scheduler", nargs="+", default=["ddpm"], choices=["ddpm", "ddim"], help="sampler(s)")
+    g.add_argument(
+        "--start",
+        nargs="+",
+        default=None,
+        choices=list(STARTS),
+        help="where step 3 starts: noise, input, inversion, or several to choose from (default: all three)",
+    )
+    g.add_argument(
+        "--t-start",
+        nargs="+",
+        default=None,
+        metavar="V",
+        help="fraction of the schedule run from the input, in (0, 1], searched with η: value, LOW:HIGH or "
+        "values (default by model; the noise start ignores it)",
+    )
     g.add_argument("--seed", type=int, default=0, help="sampling seed of every trial, and the searcher's")
     g.add_argument(
         "--clap",

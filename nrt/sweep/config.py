@@ -2,7 +2,9 @@
 
 Names flow unchanged from the command line to Tune: the fit settings are :class:`FitConfig`
 fields (``method``, ``embed_steps``, ``tune_lr``, …) and the searched parameters are ``eta``
-and the :class:`SampleConfig` fields (``steps``, ``guidance``, ``scheduler``).
+and the :class:`SampleConfig` fields (``steps``, ``guidance``, ``scheduler``, ``start``,
+``t_start``). η and ``t_start`` are searched together (the η/timestep search), ``start`` as a
+choice; ``t_start`` is drawn for every trial and ignored by the ``noise`` start.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,10 +20,11 @@ from ..defaults import MINI_FIT, model_defaults
 from ..edit import check_etas
 from ..errors import InputError
 from ..fit import FitConfig
-from ..sample import SampleConfig, check_seed
+from ..sample import STARTS, SampleConfig, check_seed, check_t_start
 
 METRIC = "sum"  # the CLAP sum: Text CLAP + Audio CLAP
-SEARCHED = ("eta", "steps", "guidance", "scheduler")
+SEARCHED = ("eta", "steps", "guidance", "scheduler", "start", "t_start")
+SETTINGS = (*SEARCHED, "seed")  # what a trial is made with: the registry's best, the HTTP request's fields
 # Fit settings that change the result; gradient checkpointing trades memory for time only.
 _FIT_KEY_FIELDS = ("method", "embed_steps", "embed_lr", "tune_steps", "tune_lr", "batch_size", "seed")
 _LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets")
@@ -77,20 +80,48 @@ def _check_scheduler(value: str) -> str:
     return SampleConfig(scheduler=value).scheduler
 
 
+def _check_start(value: str) -> str:
+    return SampleConfig(start=value).start
+
+
 _PARAMS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "eta": (float, _check_eta),
     "steps": (int, _check_steps),
     "guidance": (float, _check_guidance),
     "scheduler": (str, _check_scheduler),
+    "start": (str, _check_start),
+    "t_start": (float, check_t_start),
 }
+
+
+def complete_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` (a registry entry's ``best``, a trial's config) with every setting it lacks
+    filled in with the value it was made with: an entry or a trial from before ``scheduler``,
+    ``start``, ``t_start`` or ``seed`` were recorded was made with :class:`SampleConfig`'s
+    defaults (the ``noise`` start) and seed 0."""
+    d = SampleConfig()
+    return {"scheduler": d.scheduler, "start": d.start, "t_start": d.t_start, "seed": 0, **settings}
+
+
+def sample_config(settings: Mapping[str, Any]) -> SampleConfig:
+    """The :class:`SampleConfig` of a trial's or an entry's settings (see :func:`complete_settings`)."""
+    s = complete_settings(settings)
+    return SampleConfig(
+        steps=int(s["steps"]),
+        guidance=float(s["guidance"]),
+        scheduler=str(s["scheduler"]),
+        start=str(s["start"]),
+        t_start=float(s["t_start"]),
+    )
 
 
 def parse_param(name: str, texts: Sequence[str] | str) -> Param:
     """``["0.5"]`` is fixed, ``["0.2:0.9"]`` a range, ``["0.2", "0.5", "0.8"]`` a set of choices."""
     kind, check = _PARAMS[name]
+    flag = "--" + name.replace("_", "-")
     texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
     if not texts:
-        raise InputError(f"--{name}: give a value, a range LOW:HIGH, or several values")
+        raise InputError(f"{flag}: give a value, a range LOW:HIGH, or several values")
 
     def value(text: str) -> Any:
         try:
@@ -98,16 +129,16 @@ def parse_param(name: str, texts: Sequence[str] | str) -> Param:
         except ValueError as exc:
             if isinstance(exc, InputError):
                 raise
-            raise InputError(f"--{name}: {text!r} is not a {kind.__name__} value") from None
+            raise InputError(f"{flag}: {text!r} is not a {kind.__name__} value") from None
 
     if len(texts) == 1 and ":" in texts[0] and kind is not str:
         low_text, _, high_text = texts[0].partition(":")
         low, high = value(low_text), value(high_text)
         if not low < high:
-            raise InputError(f"--{name}: the range {texts[0]!r} must run from low to high")
+            raise InputError(f"{flag}: the range {texts[0]!r} must run from low to high")
         return Param(name, "range", (low, high))
     if any(":" in t for t in texts) and kind is not str:
-        raise InputError(f"--{name}: give one range LOW:HIGH or a list of values, not both ({' '.join(texts)})")
+        raise InputError(f"{flag}: give one range LOW:HIGH or a list of values, not both ({' '.join(texts)})")
     values = tuple(dict.fromkeys(value(t) for t in texts))
     return Param(name, "fixed" if len(values) == 1 else "choice", values)
 
@@ -171,7 +202,9 @@ class SweepConfig:
     device: str = field(default="auto", metadata={"help": "where workers run the model: auto, cpu or cuda"})
     dtype: str = field(default="fp32", metadata={"help": "backbone precision"})
     fits: tuple[FitConfig, ...] = field(default=(FitConfig(),), metadata={"help": "the distinct fit settings"})
-    space: dict[str, Param] = field(default_factory=dict, metadata={"help": "eta, steps, guidance, scheduler"})
+    space: dict[str, Param] = field(
+        default_factory=dict, metadata={"help": "eta, steps, guidance, scheduler, start, t_start"}
+    )
     seed: int = field(default=0, metadata={"help": "sampling seed of every trial, and the searcher's"})
     trials: int = field(default=16, metadata={"help": "trials per clip and fit setting"})
     concurrent_trials: int = field(default=2, metadata={"help": "trials of one clip and setting at once"})
@@ -215,12 +248,22 @@ def default_space() -> dict[str, Param]:
         "steps": parse_param("steps", str(d.steps)),
         "guidance": parse_param("guidance", f"{d.guidance}"),
         "scheduler": parse_param("scheduler", d.scheduler),
+        "start": parse_param("start", d.start),
+        "t_start": parse_param("t_start", f"{d.t_start}"),
     }
 
 
 # Defaults of the command line by situation: the paper's settings for a real backbone; nrt-mini's
 # measured fit (nrt.defaults) and a short search, a few minutes on a laptop; the random tiny
 # model's even shorter; seconds for --smoke-test (CI).
+#
+# Every preset offers the three starts with t_start in 0.2:1. What a trial costs in UNet passes,
+# T the steps: T from noise, t_start·T from the input, 2·t_start·T from an inversion (inverting
+# and regenerating each run t_start·T steps). Over the random start of Optuna's first trials
+# that is (1 + 3·0.6)/3 = 0.93·T on average, so a preset's trials and steps keep its time budget
+# of the noise-only search; a searcher that settles on inversion at t_start near 1 pays up to 2·T.
+_STARTS = list(STARTS)
+_T_START = ["0.2:1"]
 PRESETS: dict[str, dict[str, Any]] = {
     "model": {
         "embed_steps": [500],
@@ -228,6 +271,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eta": ["0:1"],
         "steps": ["50:200"],
         "guidance": ["1:6"],
+        "start": _STARTS,
+        "t_start": _T_START,
         "trials": 24,
     },
     "mini": {
@@ -236,6 +281,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eta": ["0:1"],
         "steps": ["25:100"],
         "guidance": ["1:6"],
+        "start": _STARTS,
+        "t_start": _T_START,
         "trials": 6,
     },
     "tiny": {
@@ -244,9 +291,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eta": ["0:1"],
         "steps": ["10:40"],
         "guidance": ["1:6"],
+        "start": _STARTS,
+        "t_start": _T_START,
         "trials": 6,
     },
-    "smoke": {"embed_steps": [3], "tune_steps": [3], "eta": ["0:1"], "steps": ["3"], "guidance": ["1:6"], "trials": 2},
+    "smoke": {
+        "embed_steps": [3],
+        "tune_steps": [3],
+        "eta": ["0:1"],
+        "steps": ["3"],
+        "guidance": ["1:6"],
+        "start": _STARTS,
+        "t_start": _T_START,
+        "trials": 2,
+    },
 }
 
 
@@ -279,6 +337,9 @@ __all__ = [
     "METRIC",
     "PRESETS",
     "SEARCHED",
+    "SETTINGS",
+    "complete_settings",
+    "sample_config",
     "preset_fits",
     "preset_space",
     "Param",

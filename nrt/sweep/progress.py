@@ -31,6 +31,8 @@ TABLE_COLUMNS = (
     "steps",
     "guidance",
     "scheduler",
+    "start",
+    "t_start",
     "text",
     "audio",
     "sum",
@@ -140,8 +142,9 @@ def describe(clip_id: str, state: dict[str, Any]) -> str:
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The final table: clip, status, best η, steps, guidance, Text, Audio, Sum, trials, time."""
-    header = ("clip", "status", "best η", "steps", "guid.", "Text", "Audio", "Sum", "trials", "time")
+    """The final table: clip, status, best η, steps, guidance, start (with t_start where it has one),
+    Text, Audio, Sum, trials, time."""
+    header = ("clip", "status", "best η", "steps", "guid.", "start", "Text", "Audio", "Sum", "trials", "time")
     lines = []
     for row in rows:
         ok = row.get("status") in ("done", "earlier")
@@ -153,6 +156,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{row['eta']:.3f}" if ok else "-",
                 str(row["steps"]) if ok else "-",
                 f"{row['guidance']:.2f}" if ok else "-",
+                describe_start(row) if ok else "-",
                 f"{row['text']:.3f}" if ok else "-",
                 f"{row['audio']:.3f}" if ok else "-",
                 f"{row['sum']:.3f}" if ok else "-",
@@ -164,6 +168,12 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
     return "\n".join(out)
+
+
+def describe_start(settings: dict[str, Any]) -> str:
+    """``noise``, or ``input@0.60`` / ``inversion@0.60``: the start and the t_start it runs from."""
+    start = settings.get("start") or "noise"
+    return start if start == "noise" else f"{start}@{float(settings['t_start']):.2f}"
 
 
 def render_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..runtime import connect
 from ..storage import Storage, read_registry_entry
 from .clips import ManifestClip, read_clips, stage_clip
-from .config import SweepConfig
+from .config import SweepConfig, complete_settings
 from .fits import coordinator
 from .progress import describe, open_board, render_csv, write_status
 from .search import EDIT_WORK, Work, open_study_storage, optuna_url, start_clip
@@ -67,7 +67,7 @@ def _earlier_row(entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "clip_id": entry["clip_id"],
         "status": "earlier",
-        **entry["best"],
+        **complete_settings(entry["best"]),
         **entry["scores"],
         "trials": entry["trials"]["run"],
         "trials_failed": entry["trials"]["failed"],

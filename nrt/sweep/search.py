@@ -34,7 +34,7 @@ from ..storage import (
     write_registry_entry,
 )
 from .clips import ClipJob, ManifestClip, stage_clip
-from .config import METRIC, SweepConfig, fit_identity, fit_key
+from .config import METRIC, SETTINGS, SweepConfig, complete_settings, fit_identity, fit_key
 from .failures import CrashGuard, StopWhenTripped, TrialsCrashed, describe_error
 from .fits import coordinator, fit_task
 from .progress import (
@@ -57,6 +57,8 @@ TRIAL_COLUMNS = (
     "steps",
     "guidance",
     "scheduler",
+    "start",
+    "t_start",
     "seed",
     "text",
     "audio",
@@ -171,11 +173,11 @@ def run_search(
         raise TrialsCrashed.from_guard(guard)
     rows = []
     for result in results:
-        params, metrics = result.config or {}, result.metrics or {}
+        params, metrics = complete_settings(result.config or {}), result.metrics or {}
         row = {
             "fit_key": key,
             "trial_id": metrics.get("trial_id") or result.path.rsplit("_", 1)[-1],
-            **{k: params.get(k) for k in ("eta", "steps", "guidance", "scheduler", "seed")},
+            **{k: params.get(k) for k in SETTINGS},
         }
         if result.error is None and metrics.get("bundle") not in (None, bundle):
             row.update(status="failed", error=f"the trial edited {metrics['bundle']}, not {bundle}")
@@ -288,7 +290,7 @@ def register(
         "bundle": bundle,
         "fit_key": best["fit_key"],
         "fit": best_fit["fit"],
-        "best": {k: best[k] for k in ("eta", "steps", "guidance", "scheduler", "seed")},
+        "best": {k: best[k] for k in SETTINGS},
         "scores": {
             "text": best["text"],
             "audio": best["audio"],

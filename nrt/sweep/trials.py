@@ -1,4 +1,5 @@
-"""One trial: an edit of a fitted clip at (η, steps, guidance, scheduler), scored by the CLAP sum.
+"""One trial: an edit of a fitted clip at (η, steps, guidance, scheduler, start, t_start), scored
+by the CLAP sum.
 
 What a trial loads stays loaded in its worker for the next trial of the same clip (Tune reuses
 the worker): the backbone, the fitted UNet (the LoRA adapter attached, or the fine-tuned copy),
@@ -23,6 +24,7 @@ from ..edit import PreparedBundle
 from ..runtime import free_accelerator, use_assigned_cpus, worker_device
 from ..storage import Storage, fetch_dir
 from .clips import ClipJob
+from .config import sample_config
 
 logger = logging.getLogger(__name__)
 
@@ -110,20 +112,18 @@ def fitted_clip(job: TrialJob) -> FittedClip:
 
 
 def edit_trial(config: dict[str, Any], job: TrialJob) -> None:
-    """Tune's trainable: one edit with ``config`` (eta, steps, guidance, scheduler, seed), scored."""
+    """Tune's trainable: one edit with ``config`` (eta, steps, guidance, scheduler, start, t_start,
+    seed), scored. A trial restored from an experiment begun before ``start`` was searched starts
+    from noise, as it did then."""
     from ray import tune
-
-    from ..sample import SampleConfig
 
     use_assigned_cpus()
     clip = fitted_clip(job)
-    sample_config = SampleConfig(
-        steps=int(config["steps"]), guidance=float(config["guidance"]), scheduler=str(config["scheduler"])
-    )
+    settings = sample_config(config)
     started = time.perf_counter()
     audio = None
     try:
-        audio = clip.edit_one(float(config["eta"]), sample_config, int(config["seed"]))
+        audio = clip.edit_one(float(config["eta"]), settings, int(config["seed"]))
         scores = clip.scorer.score([audio], clip.rate)[0]
     finally:
         del audio
