@@ -205,3 +205,28 @@ def test_a_path_names_all_its_methods_to_options_and_in_405s(client):
     body = client.delete("/v1/clips").json()
     assert body == {"error": "method_not_allowed", "detail": "Method Not Allowed"}
     assert client.options("/v1/nothing").status_code == 404
+
+
+def test_step_3s_start_is_an_edit_field_the_schema_states_and_an_old_entry_reads_as_noise(client):
+    spec = client.get("/openapi.json").json()
+    fields = spec["components"]["schemas"]["EditRequest"]["properties"]
+    assert fields["start"]["anyOf"][0] == {"type": "string", "enum": ["noise", "input", "inversion"]}
+    assert {k: fields["t_start"]["anyOf"][0][k] for k in ("exclusiveMinimum", "maximum")} == {
+        "exclusiveMinimum": 0, "maximum": 1}
+    assert spec["components"]["schemas"]["Settings"]["properties"]["start"]["enum"] == ["noise", "input", "inversion"]
+    # the registry entry here has no start: it was made from noise, and edits without one still are
+    assert client.get(f"/v1/clips/{CLIP}").json()["best"] == {
+        "eta": 0.5, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0, "start": "noise", "t_start": 0.6}
+    assert client.get("/v1/clips").json()["clips"][0]["best"]["start"] == "noise"
+    plain = client.post(f"/v1/clips/{CLIP}/edits", json={"eta": 0.2})
+    assert plain.status_code == 200
+    assert (plain.headers["X-Nrt-Start"], plain.headers["X-Nrt-T-Start"]) == ("noise", "0.6")
+    inverted = client.post(f"/v1/clips/{CLIP}/edits", json={"start": "inversion", "t_start": 1})
+    assert inverted.status_code == 200 and inverted.headers["content-type"] == "audio/wav"
+    assert (inverted.headers["X-Nrt-Start"], inverted.headers["X-Nrt-T-Start"]) == ("inversion", "1.0")
+    for body, field in (({"start": "middle"}, "start"), ({"start": None, "t_start": 0.0}, "t_start"),
+                        ({"t_start": 1.01}, "t_start"), ({"t_start": "0.5"}, "t_start")):
+        refused = client.post(f"/v1/clips/{CLIP}/edits", json=body)
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_request", body
+        assert refused.json()["detail"].startswith(f"{field}: "), refused.json()
+    assert client.post(f"/v1/clips/{CLIP}/edits", json={"start": "input"}).headers["X-Nrt-Start"] == "input"

@@ -117,7 +117,9 @@ def test_health_is_open_and_everything_else_needs_the_token(service, upload):
 def test_a_clip_shows_its_best_settings_and_its_input(service, fitted):
     url, session = service
     clip = session.get(f"{url}/v1/clips/beep").json()
-    assert clip["best"] == BEST and clip["scores"]["sum"] == 1.0 and clip["target_prompt"] == "a beep with a dog barking"
+    # BEST is an entry as sweeps wrote it before step 3's start was searched: it was made from noise
+    assert "start" not in BEST and clip["best"] == {**BEST, "start": "noise", "t_start": 0.6}
+    assert clip["scores"]["sum"] == 1.0 and clip["target_prompt"] == "a beep with a dog barking"
     assert "Table 1" in clip["clap_note"]
     given = session.get(f"{url}/v1/clips/beep/input")
     assert given.status_code == 200 and given.headers["content-type"] == "audio/flac"
@@ -135,7 +137,23 @@ def test_an_edit_is_a_wav_of_the_inputs_length_and_rate_made_with_the_best_setti
     assert float(headers["X-Nrt-Eta"]) == BEST["eta"] and int(headers["X-Nrt-Steps"]) == BEST["steps"]
     assert float(headers["X-Nrt-Guidance"]) == BEST["guidance"] and int(headers["X-Nrt-Seed"]) == BEST["seed"]
     assert headers["X-Nrt-Scheduler"] == "ddpm" and "X-Nrt-Clap-Sum" not in headers
+    assert headers["X-Nrt-Start"] == "noise" and float(headers["X-Nrt-T-Start"]) == 0.6
     assert sf.info(io.BytesIO(response.content)).subtype == "PCM_16"
+
+
+def test_an_edit_can_start_from_the_input_or_its_inversion(service):
+    from_noise = edit(service, seed=5, subtype="FLOAT")
+    assert edit(service, seed=5, subtype="FLOAT", start="noise", t_start=0.3).content == from_noise.content  # ignored
+    for start in ("input", "inversion"):
+        response = edit(service, seed=5, subtype="FLOAT", start=start, t_start=0.5)
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Nrt-Start"] == start and float(response.headers["X-Nrt-T-Start"]) == 0.5
+        samples, rate = sf.read(io.BytesIO(response.content), dtype="float32", always_2d=True)
+        assert rate == RATE and samples.shape == (RATE, CHANNELS) and np.isfinite(samples).all()
+        assert response.content != from_noise.content
+    # a start given alone takes the clip's t_start, a t_start alone the clip's start (noise here)
+    assert float(edit(service, seed=5, start="input").headers["X-Nrt-T-Start"]) == 0.6
+    assert edit(service, seed=5, t_start=0.5).headers["X-Nrt-Start"] == "noise"
 
 
 def test_a_seed_gives_the_same_bytes_and_overrides_change_them(service):
@@ -183,6 +201,11 @@ BAD_EDITS = [
     ("unknown format", "beep", {"format": "mp3"}, 422),
     ("float flac", "beep", {"format": "flac", "subtype": "FLOAT"}, 422),
     ("scores as a number", "beep", {"scores": 1}, 422),
+    ("unknown start", "beep", {"start": "middle"}, 422),
+    ("start not a string", "beep", {"start": 1}, 422),
+    ("t_start 0", "beep", {"start": "input", "t_start": 0}, 422),
+    ("t_start over 1", "beep", {"start": "inversion", "t_start": 1.5}, 422),
+    ("t_start as text", "beep", {"t_start": "0.5"}, 422),
     ("unknown field", "beep", {"strength": 0.5}, 422),
 ]
 
@@ -254,6 +277,19 @@ def test_a_clip_added_after_startup_is_served_and_evicting_one_changes_nothing(s
     assert edit(service, "late", seed=9, eta=0.5, subtype="FLOAT").content == before
 
 
+def test_a_clip_whose_best_starts_from_its_inversion_is_edited_from_it(service, storage, fitted):
+    url, session = service
+    best = {**BEST, "start": "inversion", "t_start": 0.5}
+    write_registry_entry(storage, publish(storage, "inverted", fitted, "a beep with a dog barking", best=best))
+    assert session.get(f"{url}/v1/clips/inverted").json()["best"] == best
+    response = edit(service, "inverted", seed=9, subtype="FLOAT")
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Nrt-Start"] == "inversion" and float(response.headers["X-Nrt-T-Start"]) == 0.5
+    same = edit(service, "beep", seed=9, subtype="FLOAT", start="inversion", t_start=0.5)  # the same bundle
+    assert same.content == response.content
+    assert edit(service, "inverted", seed=9, start="noise").headers["X-Nrt-Start"] == "noise"
+
+
 # -- limits ------------------------------------------------------------------------------------------
 def test_edits_past_the_queue_get_503_not_a_hang(service):
     slow = {"steps": 100, "seed": 3}
@@ -312,17 +348,22 @@ def test_the_openapi_page_describes_every_endpoint_and_field(service):
                  "JobProgress", "Health", "ErrorBody"):
         assert all(field.get("description") for field in schemas[name]["properties"].values()), name
     edit_request = schemas["EditRequest"]["properties"]
-    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "seed", "format", "subtype", "scores"}
+    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "start", "t_start", "seed", "format",
+                                 "subtype", "scores"}
     assert all(field.get("description") for field in edit_request.values())
     eta = edit_request["eta"]["anyOf"][0]
     assert (eta["minimum"], eta["maximum"]) == (0, 1)
+    assert edit_request["start"]["anyOf"][0]["enum"] == ["noise", "input", "inversion"]
+    t_start = edit_request["t_start"]["anyOf"][0]
+    assert (t_start["exclusiveMinimum"], t_start["maximum"]) == (0, 1) and "minimum" not in t_start
     upload_form = next(iter(spec["paths"]["/v1/clips"]["post"]["requestBody"]["content"].values()))["schema"]
     form = spec["components"]["schemas"][upload_form["$ref"].rsplit("/", 1)[-1]]["properties"]
     assert set(form) == {"audio", "target_prompt", "edit_type", "mask", "clip_id"}
     assert all(field.get("description") for field in form.values())
     assert form["target_prompt"]["maxLength"] == 500
     edit_responses = spec["paths"]["/v1/clips/{clip_id}/edits"]["post"]["responses"]
-    assert {"200", "404", "422", "503"} <= set(edit_responses) and "X-Nrt-Eta" in edit_responses["200"]["headers"]
+    assert {"200", "404", "422", "503"} <= set(edit_responses)
+    assert {"X-Nrt-Eta", "X-Nrt-Start", "X-Nrt-T-Start"} <= set(edit_responses["200"]["headers"])
     assert session.get(f"{url}/docs").status_code == 200
 
 
@@ -351,8 +392,11 @@ def test_an_uploaded_clip_goes_from_job_to_editable(service, upload):
 
     clip = session.get(f"{url}/v1/clips/uploaded").json()
     assert clip["trials"]["run"] == 2 and clip["target_prompt"] == "a beep and a cat"
+    assert clip["best"]["start"] in ("noise", "input", "inversion") and 0.2 <= clip["best"]["t_start"] <= 1
+    assert clip["search"]["start"] == "noise|input|inversion"  # the smoke preset searches the start
     edited = edit(service, "uploaded")
     assert edited.status_code == 200, edited.text
+    assert edited.headers["X-Nrt-Start"] == clip["best"]["start"]
     samples, rate = sf.read(io.BytesIO(edited.content), always_2d=True)
     given, given_rate = sf.read(wav, always_2d=True)
     assert rate == given_rate and samples.shape == given.shape

@@ -31,6 +31,7 @@ from ..manifest import MAX_CLIP_ID, validate_clip_id
 from ..runtime import NAMESPACE
 from ..scoring import describe_clap
 from ..storage import Storage, list_registry, read_registry_entry
+from ..sweep.config import complete_settings
 from .editor import EditJob
 from .errors import (
     ApiError,
@@ -78,6 +79,8 @@ EDIT_HEADERS = {
     "X-Nrt-Steps": "diffusion steps used",
     "X-Nrt-Guidance": "guidance scale used",
     "X-Nrt-Scheduler": "sampler used",
+    "X-Nrt-Start": "start of step 3 used: noise, input or inversion",
+    "X-Nrt-T-Start": "t_start used (the noise start ignores it)",
     "X-Nrt-Seed": "seed used",
     "X-Nrt-Sample-Rate": "sample rate of the audio",
     "X-Nrt-Edit-Seconds": "time the edit took on the editor",
@@ -371,14 +374,16 @@ def _add_edit_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
     async def edit(clip_id: ClipId, body: Annotated[EditRequest | None, Body()] = None) -> Response:
         request = body or EditRequest()
         entry = await run_in_threadpool(service.entry, clip_id)
-        best = entry["best"]
+        best = complete_settings(entry["best"])
         job = EditJob(
             bundle=entry["bundle"],
             eta=_pick(request.eta, best["eta"], float),
             steps=_pick(request.steps, best["steps"], int),
             guidance=_pick(request.guidance, best["guidance"], float),
-            scheduler=_pick(request.scheduler, best.get("scheduler", "ddpm"), str),
-            seed=_pick(request.seed, best.get("seed", 0), int),
+            scheduler=_pick(request.scheduler, best["scheduler"], str),
+            start=_pick(request.start, best["start"], str),
+            t_start=_pick(request.t_start, best["t_start"], float),
+            seed=_pick(request.seed, best["seed"], int),
             format=request.format,
             subtype=request.subtype,
             scores=request.scores,
@@ -393,6 +398,8 @@ def _add_edit_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> None:
             "X-Nrt-Steps": str(job.steps),
             "X-Nrt-Guidance": repr(job.guidance),
             "X-Nrt-Scheduler": job.scheduler,
+            "X-Nrt-Start": job.start,
+            "X-Nrt-T-Start": repr(job.t_start),
             "X-Nrt-Seed": str(job.seed),
             "X-Nrt-Sample-Rate": str(result["sample_rate"]),
             "X-Nrt-Edit-Seconds": f"{result['seconds']:.3f}",
@@ -501,7 +508,7 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
         edit_type=entry["edit_type"],
         target_prompt=entry["target_prompt"],
         model=entry.get("model", "?"),
-        best={"scheduler": "ddpm", "seed": 0, **entry["best"]},
+        best=complete_settings(entry["best"]),
         scores={k: v for k, v in scores.items() if not (isinstance(v, float) and not math.isfinite(v))},
         trials=entry.get("trials", {}),
         created=entry.get("created"),

@@ -54,6 +54,8 @@ class EditJob:
     guidance: float
     scheduler: str
     seed: int
+    start: str = SampleConfig.start
+    t_start: float = SampleConfig.t_start
     format: str = "wav"
     subtype: str = "PCM_16"
     scores: bool = False
@@ -63,7 +65,9 @@ class EditJob:
         check_seed(self.seed)
         if self.format not in MEDIA_TYPES:
             raise InputError(f"format must be one of {', '.join(MEDIA_TYPES)}, got {self.format!r}")
-        return SampleConfig(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler)
+        return SampleConfig(
+            steps=self.steps, guidance=self.guidance, scheduler=self.scheduler, start=self.start, t_start=self.t_start
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

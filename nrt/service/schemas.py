@@ -1,7 +1,7 @@
 """What goes over the wire: request and response bodies, with the ranges the OpenAPI page shows.
 
 The edit fields are the names the CLI and the sweep use (``eta``, ``steps``, ``guidance``,
-``scheduler``, ``seed``); their ranges are those of :class:`~nrt.sample.SampleConfig`,
+``scheduler``, ``start``, ``t_start``, ``seed``); their ranges are those of :class:`~nrt.sample.SampleConfig`,
 :func:`~nrt.edit.check_etas` and :func:`~nrt.sample.check_seed`, which the editor checks again.
 """
 
@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..inputs import EDIT_TYPES
 from ..manifest import MAX_CLIP_ID
-from ..sample import MAX_SEED
+from ..sample import MAX_SEED, STARTS
 
 EditType = Literal[EDIT_TYPES]  # type: ignore[valid-type]
+Start = Literal[STARTS]  # type: ignore[valid-type]
 EDIT_TYPE_WORDS = f"{', '.join(EDIT_TYPES[:-1])} or {EDIT_TYPES[-1]}"  # "addition, style_transfer or inpainting"
 JobState = Literal["queued", "fitting", "searching", "done", "failed"]
 
@@ -65,6 +66,19 @@ class EditRequest(BaseModel):
         None, ge=0.0, le=20.0, strict=True, description="classifier-free guidance scale, 0-20"
     )
     scheduler: Literal["ddpm", "ddim"] | None = Field(None, description="sampler")
+    start: Start | None = Field(
+        None,
+        description="where step 3 starts: noise (pure noise, the paper's), input (the input noised to "
+        "t_start) or inversion (the input's DDPM inversion by the fitted UNet, regenerated from t_start)",
+    )
+    t_start: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        strict=True,
+        description="fraction of the sampling schedule run from the input, in (0, 1]: 1 starts at its "
+        "noisiest step; the noise start ignores it",
+    )
     seed: int | None = Field(
         None,
         ge=0,
@@ -98,6 +112,8 @@ class Settings(BaseModel):
     steps: int = Field(description="diffusion steps")
     guidance: float = Field(description="classifier-free guidance scale")
     scheduler: str = Field(description="sampler: ddpm or ddim")
+    start: Start = Field(description="where step 3 starts: noise, input or inversion")
+    t_start: float = Field(description="fraction of the schedule run from the input (ignored by the noise start)")
     seed: int = Field(description="seed of the edit's random draws")
 
 
