@@ -28,6 +28,9 @@ REQUIRED_COLUMNS = ("id", "edit_type", "audio", "target_prompt")
 OPTIONAL_COLUMNS = ("mask", "reference")
 MAX_CLIP_ID = 128
 _CLIP_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+CLIP_ID_PATTERN = rf"^[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_CLIP_ID - 1}}}$"
+"""The clip ids :func:`validate_clip_id` accepts, as one regular expression (for schemas): letters,
+digits, ``-``, ``_``, ``.``; no leading dot; at most ``MAX_CLIP_ID`` characters."""
 
 
 def validate_clip_id(text: str) -> str:

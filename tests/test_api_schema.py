@@ -35,7 +35,7 @@ from nrt.errors import InputError  # noqa: E402
 from nrt.manifest import MAX_CLIP_ID, validate_clip_id  # noqa: E402
 from nrt.service.api import Ingress, create_app  # noqa: E402
 from nrt.service.editor import MEDIA_TYPES, EditJob  # noqa: E402
-from nrt.service.schemas import CLIP_ID_PATTERN  # noqa: E402
+from nrt.manifest import CLIP_ID_PATTERN  # noqa: E402
 from nrt.service.settings import ServiceSettings  # noqa: E402
 from nrt.storage import Storage, write_registry_entry  # noqa: E402
 

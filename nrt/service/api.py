@@ -27,7 +27,7 @@ from starlette.types import Scope
 from .. import __version__
 from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
 from ..errors import InputError
-from ..manifest import MAX_CLIP_ID, validate_clip_id
+from ..manifest import CLIP_ID_PATTERN, MAX_CLIP_ID, validate_clip_id
 from ..runtime import NAMESPACE
 from ..scoring import describe_clap
 from ..storage import Storage, list_registry, read_registry_entry
@@ -45,7 +45,6 @@ from .errors import (
 from .jobs import ACTIVE, JOB_ID_PATTERN, accept_upload, job_runner, job_status, read_job, upload_sweep
 from .page import page_file
 from .schemas import (
-    CLIP_ID_PATTERN,
     EDIT_TYPE_WORDS,
     NOT_BLANK,
     ClipDetail,

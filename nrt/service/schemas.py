@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..inputs import EDIT_TYPES
-from ..manifest import MAX_CLIP_ID
 from ..sample import MAX_SEED, STARTS
 
 EditType = Literal[EDIT_TYPES]  # type: ignore[valid-type]
@@ -20,9 +19,6 @@ Start = Literal[STARTS]  # type: ignore[valid-type]
 EDIT_TYPE_WORDS = f"{', '.join(EDIT_TYPES[:-1])} or {EDIT_TYPES[-1]}"  # "addition, style_transfer or inpainting"
 JobState = Literal["queued", "fitting", "searching", "done", "failed"]
 
-CLIP_ID_PATTERN = rf"^[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_CLIP_ID - 1}}}$"
-"""The clip ids :func:`~nrt.manifest.validate_clip_id` accepts, as the schema states them: letters,
-digits, ``-``, ``_``, ``.``; no leading dot; at most ``MAX_CLIP_ID`` characters."""
 
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 """A text that ``str.strip`` leaves something of: a character that is not whitespace. U+001C-U+001F
