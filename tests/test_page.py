@@ -274,6 +274,36 @@ def test_api_errors_show_in_the_alert_and_the_page_keeps_working(page, storage, 
     assert not js_errors
 
 
+def test_the_chosen_start_is_sent_and_the_one_used_is_shown(page, js_errors):
+    choose(page, "beep")
+    start, t_start = page.get_by_label("Start", exact=True), page.get_by_label("t_start", exact=True)
+    expect(start).to_have_value("noise")  # the clip's best: its entry predates the start, so noise
+    expect(t_start).to_be_disabled()  # the noise start has none
+    start.select_option("inversion")
+    expect(t_start).to_be_enabled()
+    t_start.fill("0.5")
+    with page.expect_request(lambda request: request.url.endswith("/v1/clips/beep/edits")) as sent:
+        press_edit(page, eta="0.4")
+    assert {k: sent.value.post_data_json.get(k) for k in ("start", "t_start", "eta")} == {
+        "start": "inversion", "t_start": 0.5, "eta": 0.4}
+    assert sent.value.response().headers["x-nrt-start"] == "inversion"
+    expect(page.locator("#result")).to_contain_text("η 0.40 · 3 steps · guidance 2 · ddpm · seed 0 · "
+                                                    "from inversion at t_start 0.50")
+    expect(page.locator("#history li").first).to_contain_text("from inversion at t_start 0.50")
+
+    page.get_by_role("button", name="Best settings").click()
+    expect(start).to_have_value("noise")
+    expect(t_start).to_be_disabled()
+    with page.expect_request(lambda request: request.url.endswith("/v1/clips/beep/edits")) as sent:
+        press_edit(page)
+    assert sent.value.post_data_json["start"] == "noise" and "t_start" not in sent.value.post_data_json
+    expect(page.locator("#result")).to_contain_text("seed 0 · from noise")
+    page.locator("#history li").nth(1).get_by_role("button", name="Put edit").click()  # its settings, inversion too
+    expect(start).to_have_value("inversion")
+    expect(t_start).to_have_value("0.5")
+    assert not js_errors
+
+
 # -- keyboard, screen readers, phones ----------------------------------------------------------------
 def test_the_page_works_by_keyboard_alone_and_names_its_controls(browser, service, js_errors):
     page = open_page(browser, service, js_errors)

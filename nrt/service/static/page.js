@@ -100,8 +100,10 @@
   const fix = (value, digits = 2) => (value === null || value === undefined || Number.isNaN(Number(value))
     ? "–" : Number(value).toFixed(digits));
   const words = (text) => String(text).replace(/_/g, " ");
+  const describeStart = (s) => (!s.start || s.start === "noise" ? "from noise"
+    : `from ${s.start} at t_start ${fix(s.t_start)}`);
   const describeSettings = (s) => `η ${fix(s.eta)} · ${s.steps} steps · guidance ${Number(s.guidance)} · `
-    + `${s.scheduler} · seed ${s.seed}`;
+    + `${s.scheduler} · seed ${s.seed} · ${describeStart(s)}`;
 
   // -- the token ----------------------------------------------------------------------------------
   function askForToken() {
@@ -261,6 +263,13 @@
     $("guidance").value = settings.guidance;
     $("seed").value = settings.seed;
     $("scheduler").value = settings.scheduler;
+    $("start").value = settings.start || "noise";
+    $("t-start").value = settings.t_start;
+    showTStart();
+  }
+
+  function showTStart() {
+    $("t-start").disabled = $("start").value === "noise";  // the noise start has no t_start
   }
 
   function resetSettings() {
@@ -272,15 +281,19 @@
     const value = $("eta-value").valueAsNumber;
     if (!Number.isNaN(value)) $("eta").value = String(value);  // out of range: the API says so on Edit
   });
+  $("start").addEventListener("change", showTStart);
   $("reset").addEventListener("click", () => {
     resetSettings();
     say("Settings back to the clip's best.");
   });
 
   function editBody() {
-    const body = { scores: true, scheduler: $("scheduler").value };
-    for (const [name, id] of [["eta", "eta-value"], ["steps", "steps"], ["guidance", "guidance"], ["seed", "seed"]]) {
+    const body = { scores: true, scheduler: $("scheduler").value, start: $("start").value };
+    const numbers = [["eta", "eta-value"], ["steps", "steps"], ["guidance", "guidance"], ["seed", "seed"],
+                     ["t_start", "t-start"]];
+    for (const [name, id] of numbers) {
       const input = $(id);
+      if (input.disabled) continue;  // absent: the clip's best
       if (input.validity.badInput) throw new Error(`${name} is not a number`);
       if (input.value.trim() !== "") body[name] = Number(input.value);  // empty: the clip's best
     }
@@ -332,7 +345,8 @@
   function editOf(clipId, headers, blob) {
     const number = (name) => Number(headers.get(`X-Nrt-${name}`));
     const settings = { eta: number("Eta"), steps: number("Steps"), guidance: number("Guidance"),
-                       scheduler: headers.get("X-Nrt-Scheduler"), seed: number("Seed") };
+                       scheduler: headers.get("X-Nrt-Scheduler"), start: headers.get("X-Nrt-Start"),
+                       t_start: number("T-Start"), seed: number("Seed") };
     const scores = headers.has("X-Nrt-Clap-Sum")
       ? { text: number("Clap-Text"), audio: number("Clap-Audio"), sum: number("Clap-Sum"),
           model: headers.get("X-Nrt-Clap-Model") }
