@@ -15,7 +15,7 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import check_fractions, decode_outputs, inpaint_context, prepare_input
+from .edit import check_fractions, decode_outputs, encode_input
 from .sample import SampleConfig, check_seed, invert, sample, start_index
 
 DEFAULT_T_STARTS = (0.25, 0.5, 0.75)
@@ -48,9 +48,7 @@ def ddpm_inversion(
     config = config or SampleConfig()
     check_seed(seed)
     source_config = replace(config, guidance=config.guidance if source_guidance is None else source_guidance)
-    prepared = prepare_input(backbone, clip)
-    inpaint = inpaint_context(backbone, prepared, mask)
-    latent = inpaint.known if inpaint is not None else backbone.encode(prepared.wave.unsqueeze(0))
+    prepared, latent, inpaint = encode_input(backbone, clip, mask)
     # one inversion from the earliest start serves every later one
     first = replace(source_config, t_start=max(t_starts))
     inversion = invert(backbone, backbone.encode_text([source_prompt]), latent, first, seed, progress=progress)

@@ -99,6 +99,16 @@ def inpaint_context(
     return Inpaint(known=known, region=region)
 
 
+def encode_input(
+    backbone: Backbone, clip: AudioClip, mask: Sequence[tuple[float, float]] | None = None
+) -> tuple[PreparedInput, torch.Tensor, Inpaint | None]:
+    """The input as the backbone sees it, its latent ``[1, C, F, M]``, and the inpainting context (one encode)."""
+    prepared = prepare_input(backbone, clip)
+    inpaint = inpaint_context(backbone, prepared, mask)
+    latent = inpaint.known if inpaint is not None else backbone.encode(prepared.wave.unsqueeze(0))
+    return prepared, latent, inpaint
+
+
 class PreparedBundle:
     """A bundle made ready to edit on a backbone: the input as the backbone sees it, the
     inpainting context encoded, the embeddings placed. Made once, it serves any number of edits
@@ -192,31 +202,18 @@ def text_to_audio(
     config: SampleConfig | None = None,
     seed: int = 0,
     *,
+    mask: Sequence[tuple[float, float]] | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """Plain generation from the prompt with the base model, shaped like ``clip`` (a reference ceiling)."""
+    """Plain generation from the prompt with the base model, shaped like ``clip`` (a reference ceiling).
+
+    With ``mask``, only the masked ranges are generated and the rest of ``clip`` is kept: the
+    base model filling a gap from the prompt, with no fit (the inpainting baseline).
+    """
     config = config or SampleConfig()
     prepared = prepare_input(backbone, clip)
     shape = backbone.latent_shape(prepared.wave.shape[-1])
     condition: Condition = backbone.encode_text([prompt])
-    latents = sample(backbone, condition, shape, config, [check_seed(seed)], progress=progress)
-    return decode_outputs(backbone, latents, prepared, clip, None)[0]
-
-
-def fill_gap(
-    backbone: Backbone,
-    prompt: str,
-    clip: AudioClip,
-    mask: Sequence[tuple[float, float]],
-    config: SampleConfig | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> np.ndarray:
-    """The base model filling the masked ranges from the prompt, the context kept (no fit): a baseline."""
-    config = config or SampleConfig()
-    prepared = prepare_input(backbone, clip)
-    shape = backbone.latent_shape(prepared.wave.shape[-1])
     inpaint = inpaint_context(backbone, prepared, mask)
-    condition: Condition = backbone.encode_text([prompt])
     latents = sample(backbone, condition, shape, config, [check_seed(seed)], inpaint=inpaint, progress=progress)
     return decode_outputs(backbone, latents, prepared, clip, mask)[0]

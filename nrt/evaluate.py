@@ -54,7 +54,7 @@ from . import __version__
 from .audio import samples_sha256, write_audio
 from .bundle import load_bundle, read_meta
 from .ddpm_inversion import DEFAULT_T_STARTS, check_t_starts, ddpm_inversion
-from .edit import check_etas, fill_gap, generate, text_to_audio
+from .edit import check_etas, generate, text_to_audio
 from .errors import BundleError, InputError
 from .files import write_json
 from .fit import FitConfig
@@ -457,9 +457,8 @@ def _reference_output(
 ) -> np.ndarray:
     if out.method == "input":
         return clip.clip.samples
-    if out.method == "fill":
-        return fill_gap(res.backbone, clip.row.target_prompt, clip.clip, cast(list, clip.mask), sample, seed, progress)
-    return text_to_audio(res.backbone, clip.row.target_prompt, clip.clip, sample, seed, progress=progress)
+    mask = clip.mask if out.method == "fill" else None
+    return text_to_audio(res.backbone, clip.row.target_prompt, clip.clip, sample, seed, mask=mask, progress=progress)
 
 
 def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipStore, unit: str, progress: bool) -> None:

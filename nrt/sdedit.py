@@ -12,7 +12,7 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import check_fractions, decode_outputs, inpaint_context, prepare_input
+from .edit import check_fractions, decode_outputs, encode_input
 from .sample import SampleConfig, check_seed, sample
 
 
@@ -35,10 +35,8 @@ def sdedit(
     strengths = check_strengths(strengths)
     config = config or SampleConfig()
     check_seed(seed)
-    prepared = prepare_input(backbone, clip)
-    latents = backbone.encode(prepared.wave.unsqueeze(0))
+    prepared, latents, inpaint = encode_input(backbone, clip, mask)
     condition = backbone.encode_text([prompt])
-    inpaint = inpaint_context(backbone, prepared, mask)
     outputs = []
     for strength in strengths:
         edited = sample(
