@@ -7,18 +7,19 @@ Two disjoint sets of held-out nrt-mini edit cases (``nrt.mini.scenes.edit_cases`
 their references (the target scene, ``nrt.mini.cases``):
 
 1. **selection** (seed 1): ``nrt eval`` with every method at every t_start of ``--t-starts``;
-   per method and edit type, the setting (η, strength or t_start; and t_start for the starts
-   from the input) with the highest mean reference gain is that method's *fixed* setting.
-   The start and t_start with the best mean gain over the edit types become the defaults.
+   the start and t_start closest to the references over the edit types are chosen, then per
+   method and edit type the setting (η, strength or t_start) closest on average is that
+   method's *fixed* setting.
 2. **report** (seed 0): ``nrt eval`` with the chosen t_start; every method is reported at its
-   fixed setting (chosen on the selection set, never on these cases) and at its per-clip
-   oracle by reference gain (an upper bound), with 95 % intervals over cases, and paired
+   fixed setting (chosen on the selection set, never on these cases) and at its per-case
+   oracle, the setting closest to the reference (an upper bound), with 95 % intervals over cases, and paired
    differences (ours minus each baseline, case by case, 95 % interval) at the fixed settings.
 
-Reference gain = (d(input, ref) − d(edit, ref)) / (d(input, ref) − d(codec(ref), ref)), d the
-log-mel L1 at the backbone's rate: 1 is as close to the intended result as nrt-mini's codec
-allows, 0 no better than returning the input. Cases where the input is already within 0.5 dB of
-the codec's bound have no gain (``nrt.reference``) and are left out of the gain's means.
+Settings are chosen by the log-mel L1 distance to the reference (d, at the backbone's rate),
+which every case has. Reference gain = (d(input, ref) − d(edit, ref)) / (d(input, ref) −
+d(codec(ref), ref)): 1 is as close to the intended result as nrt-mini's codec allows, 0 no
+better than returning the input. Cases where the input is already within 0.5 dB of the codec's
+bound have no gain (``nrt.reference``) and are left out of the gain's means.
 
 Everything lands in ``--out`` (faithful.json, faithful.md, the eval runs and their figures); a
 rerun resumes: ``nrt eval`` skips what is on disk.
@@ -86,19 +87,26 @@ def share_bundles(runs: Path, out: Path) -> None:
         link.symlink_to(Path("..") / "bundles", target_is_directory=True)
 
 
-def gains(results: dict, method: str) -> dict[str, dict[float, float]]:
-    """Per clip, the reference gain of each value of ``method``'s grid (seed means; undefined left out)."""
+GAIN, DISTANCE = "ref_gain", "ref_logmel_l1"
+REFERENCE_ROWS = ("input", "t2a", "fill")
+
+
+def per_clip(results: dict, method: str, key: str) -> dict[str, dict[float, float]]:
+    """Per clip, ``key`` at each value of ``method``'s grid (seed means; undefined values left out).
+
+    The reference rows (input, t2a, fill) have one value, filed under 0.
+    """
     table: dict[str, dict[float, float]] = {}
     for clip in results["clips"]:
-        if method in ("input", "t2a", "fill"):
-            value = clip["reference"].get(method, {}).get("ref_gain")
+        if method in REFERENCE_ROWS:
+            value = clip["reference"].get(method, {}).get(key)
             if _finite(value):
                 table[clip["id"]] = {0.0: float(value)}
             continue
         entry = clip["methods"].get(method)
         if entry is None:
             continue
-        row = {v["value"]: float(v["ref_gain"]) for v in entry["values"] if v["in_grid"] and _finite(v.get("ref_gain"))}
+        row = {v["value"]: float(v[key]) for v in entry["values"] if v["in_grid"] and _finite(v.get(key))}
         if row:
             table[clip["id"]] = row
     return table
@@ -112,31 +120,33 @@ def edit_type_of(results: dict) -> dict[str, str]:
     return {c["id"]: c["edit_type"] for c in results["clips"]}
 
 
-def best_setting(per_clip: dict[str, dict[float, float]], ids: list[str]) -> tuple[float | None, float | None]:
-    """The grid value with the best mean gain over ``ids`` (that have it), and that mean."""
-    rows = [per_clip[i] for i in ids if i in per_clip]
+def closest_setting(distances: dict[str, dict[float, float]], ids: list[str]) -> tuple[float | None, float | None]:
+    """The grid value with the lowest mean distance to the reference over ``ids``, and that mean."""
+    rows = [distances[i] for i in ids if i in distances]
     if not rows:
         return None, None
     values = sorted(set.intersection(*(set(r) for r in rows)))
     if not values:
         return None, None
     means = {v: float(np.mean([r[v] for r in rows])) for v in values}
-    best = max(values, key=lambda v: (means[v], -v))
+    best = min(values, key=lambda v: (means[v], v))
     return best, means[best]
 
 
 def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
-    """The default start and t_start, then fixed settings per (method, edit type), on the selection set.
+    """The start and t_start, then fixed settings per (method, edit type), on the selection set.
 
-    A start's score is the mean over edit types of its best η's mean gain in that type; the best
-    start's t_start is the one every start is then run and reported at.
+    Chosen by the log-mel distance to the reference, which every case has (the gain is undefined
+    where the input is already about as close as the codec's bound). A start's score is the mean
+    over edit types of its closest η's mean distance; the best start's t_start is the one every
+    start is then run and reported at.
     """
     any_run = next(iter(runs.values()))
     types = edit_type_of(any_run)
     ids_of = {t: [i for i, k in types.items() if k == t] for t in EDIT_TYPES}
 
     def overall(results: dict, method: str) -> float | None:
-        means = [best_setting(gains(results, method), ids_of[t])[1] for t in EDIT_TYPES]
+        means = [closest_setting(per_clip(results, method, DISTANCE), ids_of[t])[1] for t in EDIT_TYPES]
         known = [m for m in means if m is not None]
         return float(np.mean(known)) if known else None
 
@@ -145,8 +155,8 @@ def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
         for t_start, results in runs.items() if method in STARTED else [(None, any_run)]:
             score = overall(results, method)
             if score is not None:
-                ranking.append({"method": method, "t_start": t_start, "mean_gain": score})
-    ranking.sort(key=lambda r: -r["mean_gain"])
+                ranking.append({"method": method, "t_start": t_start, "mean_distance": score})
+    ranking.sort(key=lambda r: r["mean_distance"])
     started = [r for r in ranking if r["t_start"] is not None]
     t_start = started[0]["t_start"] if started else next(iter(runs))
     chosen: dict[str, Any] = {}
@@ -154,130 +164,125 @@ def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
         results = runs[t_start] if method in STARTED else any_run
         chosen[method] = {}
         for edit_type in EDIT_TYPES:
-            value, mean = best_setting(gains(results, method), ids_of[edit_type])
+            value, mean = closest_setting(per_clip(results, method, DISTANCE), ids_of[edit_type])
             if value is not None:
-                chosen[method][edit_type] = {"value": value, "mean_gain": mean, "n": len(ids_of[edit_type])}
+                chosen[method][edit_type] = {"value": value, "mean_distance": mean, "n": len(ids_of[edit_type])}
     return {"fixed": chosen, "ranking": ranking, "t_start": t_start}
 
 
 def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """Per edit type and method: gain and distance at the fixed setting and at the per-case oracle."""
     types = edit_type_of(results)
     rows = []
-    fixed_gains: dict[tuple[str, str], dict[str, float]] = {}
+    at_fixed: dict[tuple[str, str, str], dict[str, float]] = {}
     for edit_type in EDIT_TYPES:
         ids = [i for i, t in types.items() if t == edit_type]
-        if not ids:
-            continue
-        for method in ["input", "t2a", "fill", *methods]:
-            per_clip = gains(results, method)
-            have = [i for i in ids if i in per_clip]
+        for method in [*REFERENCE_ROWS, *methods]:
+            gain, distance = per_clip(results, method, GAIN), per_clip(results, method, DISTANCE)
+            have = [i for i in ids if i in distance]
             if not have:
                 continue
-            if method in ("input", "t2a", "fill"):
-                values = [per_clip[i][0.0] for i in have]
+            if method in REFERENCE_ROWS:
+                picks = {i: 0.0 for i in have}
+                selections = [("reference", picks)]
+            else:
+                fixed = selection["fixed"].get(method, {}).get(edit_type)
+                oracle = {i: min(distance[i], key=lambda v, i=i: distance[i][v]) for i in have}
+                selections = [("oracle (closest)", oracle)]
+                if fixed is not None:
+                    selections.insert(0, ("fixed", {i: fixed["value"] for i in have if fixed["value"] in distance[i]}))
+            for name, picks in selections:
+                d = {i: distance[i][v] for i, v in picks.items()}
+                g = {i: gain[i][v] for i, v in picks.items() if i in gain and v in gain[i]}
+                values = sorted(set(picks.values()))
                 rows.append(
                     {
                         "edit_type": edit_type,
                         "method": method,
-                        "selection": "reference",
-                        "value": None,
-                        **interval(values),
+                        "selection": name,
+                        "value": values[0] if len(values) == 1 and name != "reference" else None,
+                        "gain": interval(list(g.values())),
+                        "distance": interval(list(d.values())),
                     }
                 )
-                fixed_gains[(method, edit_type)] = {i: per_clip[i][0.0] for i in have}
-                continue
-            fixed = selection["fixed"].get(method, {}).get(edit_type)
-            if fixed is not None:
-                got = {i: per_clip[i][fixed["value"]] for i in have if fixed["value"] in per_clip[i]}
-                fixed_gains[(method, edit_type)] = got
-                rows.append(
-                    {
-                        "edit_type": edit_type,
-                        "method": method,
-                        "selection": "fixed",
-                        "value": fixed["value"],
-                        **interval(list(got.values())),
-                    }
-                )
-            oracle = [max(per_clip[i].values()) for i in have]
-            rows.append(
-                {
-                    "edit_type": edit_type,
-                    "method": method,
-                    "selection": "oracle (by gain)",
-                    "value": None,
-                    **interval(oracle),
-                }
-            )
+                if name in ("fixed", "reference"):
+                    at_fixed[(method, edit_type, GAIN)] = g
+                    at_fixed[(method, edit_type, DISTANCE)] = d
     paired = []
     for edit_type in EDIT_TYPES:
         for ours in (m for m in methods if m in OURS):
-            for other in [*BASELINES, "fill", "input"]:
-                a, b = fixed_gains.get((ours, edit_type)), fixed_gains.get((other, edit_type))
-                if not a or not b:
-                    continue
-                both = sorted(set(a) & set(b))
-                if len(both) < 2:
-                    continue
-                paired.append(
-                    {"edit_type": edit_type, "ours": ours, "other": other, **interval([a[i] - b[i] for i in both])}
-                )
+            for other in [*BASELINES, "fill", "input", "t2a"]:
+                entry: dict[str, Any] = {"edit_type": edit_type, "ours": ours, "other": other}
+                for key, sign in ((GAIN, 1.0), (DISTANCE, -1.0)):  # both: > 0 means ours is closer
+                    a, b = at_fixed.get((ours, edit_type, key)), at_fixed.get((other, edit_type, key))
+                    both = sorted(set(a or {}) & set(b or {}))
+                    entry[key] = interval([sign * (a[i] - b[i]) for i in both]) if a and b else interval([])
+                if entry[DISTANCE]["n"]:
+                    paired.append(entry)
     return {"rows": rows, "paired": paired}
 
 
-def _cell(row: dict) -> str:
-    if row["mean"] is None:
+def _cell(stats: dict) -> str:
+    if stats["mean"] is None:
         return "–"
-    if row["lo"] is None:
-        return f"{row['mean']:.3f}"
-    return f"{row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
+    if stats["lo"] is None:
+        return f"{stats['mean']:.3f}"
+    return f"{stats['mean']:.3f} [{stats['lo']:.3f}, {stats['hi']:.3f}]"
 
 
 def render(summary: dict) -> str:
     s = summary["settings"]
     lines = [
-        "# Faithful edits on nrt-mini: reference gain by method and start",
+        "# Faithful edits on nrt-mini: every start of step 3 against the baselines, by the reference",
         "",
-        f"Command: `{s['command']}`",
+        f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores, shared)",
         "",
         f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: {s['report_cases']} cases "
         f"(seed 0). {s['steps']} sampling steps; η grid {s['etas']}; SDEdit strengths {s['strengths']}; "
-        f"DDPM-inversion t_start {s['baseline_t_starts']}; starts' t_start searched over {s['t_starts']} on "
-        "the selection set. Fit: nrt-mini's default LoRA fit.",
+        f"DDPM-inversion t_start {s['baseline_t_starts']}; the starts' t_start searched over {s['t_starts']} "
+        "on the selection set. Fit: nrt-mini's default LoRA fit.",
         "",
-        "Reference gain: 1 = as close to the intended result as nrt-mini's codec allows, 0 = no better than "
-        "returning the input, < 0 = further from it than the input. Cells: mean over cases [95 % Student-t "
-        "interval]; n = cases with a defined gain.",
+        "Distance: log-mel L1 (dB) to the reference, the scene the edit should produce (lower is closer). "
+        "Reference gain = (d(input, ref) − d(edit, ref)) / (d(input, ref) − d(codec(ref), ref)): 1 = as close as "
+        "nrt-mini's codec allows, 0 = no closer than the input; undefined where the input is already within "
+        "0.5 dB of the codec's bound (n counts the cases where it is defined). Cells: mean over cases "
+        "[95 % Student-t interval].",
         "",
-        "## Chosen on the selection set",
+        "## Chosen on the selection set (by distance, which every case has)",
         "",
-        f"Best start: **{summary['defaults']['start']}**; t_start **{summary['defaults']['t_start']}** (the best "
-        "start from the input's); a start's score is the mean over edit types of its best η's mean gain.",
+        f"Closest start: **{summary['defaults']['start']}**; t_start **{summary['defaults']['t_start']}**.",
         "",
-        "| method | t_start | mean gain over types (selection) |",
+        "| method | t_start | mean distance over types at each type's closest η (selection) |",
         "|---|---|---|",
     ]
     for r in summary["selection"]["ranking"]:
-        lines.append(f"| {r['method']} | {r['t_start'] if r['t_start'] is not None else '–'} | {r['mean_gain']:.3f} |")
+        t = "–" if r["t_start"] is None else f"{r['t_start']:g}"
+        lines.append(f"| {r['method']} | {t} | {r['mean_distance']:.3f} |")
     lines += [
         "",
         "## Report set",
         "",
-        "| edit type | method | selection | value | gain | n |",
-        "|---|---|---|---|---|---|",
+        "| edit type | method | selection | value | distance (dB) | n | gain | n |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["report"]["rows"]:
         value = "–" if r["value"] is None else f"{r['value']:g}"
-        lines.append(f"| {r['edit_type']} | {r['method']} | {r['selection']} | {value} | {_cell(r)} | {r['n']} |")
+        lines.append(
+            f"| {r['edit_type']} | {r['method']} | {r['selection']} | {value} | {_cell(r['distance'])} | "
+            f"{r['distance']['n']} | {_cell(r['gain'])} | {r['gain']['n']} |"
+        )
     lines += [
         "",
-        "## Paired differences at the fixed settings (ours − other, case by case)",
+        "## Paired differences at the fixed settings, case by case (> 0: ours is closer to the reference)",
         "",
-        "| edit type | ours | other | gain difference | n |",
-        "|---|---|---|---|---|",
+        "| edit type | ours | other | distance: d(other) − d(ours) | n | gain: ours − other | n |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in summary["report"]["paired"]:
-        lines.append(f"| {r['edit_type']} | {r['ours']} | {r['other']} | {_cell(r)} | {r['n']} |")
+        lines.append(
+            f"| {r['edit_type']} | {r['ours']} | {r['other']} | {_cell(r[DISTANCE])} | {r[DISTANCE]['n']} | "
+            f"{_cell(r[GAIN])} | {r[GAIN]['n']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
