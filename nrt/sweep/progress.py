@@ -20,6 +20,7 @@ from ray import tune
 
 from ..runtime import NAMESPACE
 from ..storage import Storage
+from .config import SEARCHED
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +28,7 @@ STATES = ("queued", "fitting", "searching", "done", "failed")
 TABLE_COLUMNS = (
     "clip_id",
     "status",
-    "eta",
-    "steps",
-    "guidance",
-    "scheduler",
-    "start",
-    "t_start",
+    *SEARCHED,
     "text",
     "audio",
     "sum",
