@@ -42,7 +42,7 @@ from .errors import (
     TooLarge,
     Unauthorized,
 )
-from .jobs import ACTIVE, JOB_ID_PATTERN, accept_upload, job_runner, job_status, read_job, upload_sweep
+from .jobs import ACTIVE, JOB_ID_PATTERN, Upload, accept_upload, job_runner, job_status, read_job, upload_sweep
 from .page import page_file
 from .schemas import (
     EDIT_TYPE_WORDS,
@@ -471,9 +471,8 @@ def _add_upload_routes(app: FastAPI, service: "Ingress", guarded: Guards) -> Non
             raise Overloaded(
                 f"{settings.max_jobs} uploads are being fitted already; try again later", headers={"Retry-After": "60"}
             )
-        record = await run_in_threadpool(
-            accept_upload, settings, service.storage, data, audio.filename, target_prompt, edit_type, mask, clip_id
-        )
+        upload = Upload(data, audio.filename, target_prompt, edit_type, mask, clip_id)
+        record = await run_in_threadpool(accept_upload, settings, service.storage, upload)
         await runner.submit.remote(record, service.sweep_config())
         logger.info("upload %s: clip %s, job %s", audio.filename, record["clip_id"], record["job_id"])
         return {"clip_id": record["clip_id"], "job_id": record["job_id"]}

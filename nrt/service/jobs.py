@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -62,18 +62,23 @@ _ROW_PREFIX = re.compile(r"^\d+ bad clips?: line \d+ \('[^']*'\): ")
 
 
 # -- 1. The upload, checked and staged as a manifest's clip is -------------------------------------
-def check_upload(
-    settings: ServiceSettings,
-    data: bytes,
-    filename: str | None,
-    target_prompt: str,
-    edit_type: str,
-    mask: str | None,
-    clip_id: str | None,
-    directory: Path,
-) -> ManifestClip:
+@dataclass(frozen=True)
+class Upload:
+    """One ``POST /v1/clips`` as sent: the audio's bytes and file name, and the form's fields."""
+
+    data: bytes
+    filename: str | None
+    target_prompt: str
+    edit_type: str
+    mask: str | None = None
+    clip_id: str | None = None
+
+
+def check_upload(settings: ServiceSettings, upload: Upload, directory: Path) -> ManifestClip:
     """The upload as the sweep's checked clip, its audio written into ``directory``; raises an
     :class:`ApiError` that names what is wrong."""
+    data, filename, edit_type, mask = upload.data, upload.filename, upload.edit_type, upload.mask
+    target_prompt, clip_id = upload.target_prompt, upload.clip_id
     # 1. The fields, and the bytes as audio
     if not data:
         raise BadAudio("the audio upload is empty (0 bytes)")
@@ -164,20 +169,10 @@ def stage_upload(storage: Storage, clip: ManifestClip) -> dict[str, Any]:
     return record
 
 
-def accept_upload(
-    settings: ServiceSettings,
-    storage: Storage,
-    data: bytes,
-    filename: str | None,
-    target_prompt: str,
-    edit_type: str,
-    mask: str | None,
-    clip_id: str | None,
-) -> dict[str, Any]:
+def accept_upload(settings: ServiceSettings, storage: Storage, upload: Upload) -> dict[str, Any]:
     """Check and stage one upload; its job's record."""
     with tempfile.TemporaryDirectory(prefix="nrt-upload-") as tmp:
-        clip = check_upload(settings, data, filename, target_prompt, edit_type, mask, clip_id, Path(tmp))
-        return stage_upload(storage, clip)
+        return stage_upload(storage, check_upload(settings, upload, Path(tmp)))
 
 
 def upload_sweep(settings: ServiceSettings, gpus: float) -> SweepConfig:
