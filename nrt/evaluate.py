@@ -40,6 +40,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -518,11 +519,17 @@ def choose_fixed(pool: Sequence[dict[float, float]], values: Sequence[float]) ->
 
 
 def _seed_means(entries: list[dict[str, Any]]) -> dict[str, float]:
-    keys = sorted({k for e in entries for k in e["scores"] if isinstance(e["scores"][k], (int, float))})
-    return {
-        k: float(np.mean([e["scores"][k] for e in entries if isinstance(e["scores"].get(k), (int, float))]))
-        for k in keys
-    }
+    """Each score's mean over seeds; NaN where no seed has it defined (NaN in memory, null on disk)."""
+    keys = sorted({k for e in entries for k, v in e["scores"].items() if v is None or isinstance(v, (int, float))})
+    means = {}
+    for k in keys:
+        known = [e["scores"][k] for e in entries if _defined(e["scores"].get(k))]
+        means[k] = float(np.mean(known)) if known else math.nan
+    return means
+
+
+def _defined(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def build_table(results: dict[str, Any], config: EvalConfig) -> list[dict[str, A
                 chosen.append(value)
                 seeds.update(o["seed"] for o in outs)
                 for metric in METRICS:
-                    got = [o[metric] for o in outs if metric in o]
+                    got = [o[metric] for o in outs if isinstance(o.get(metric), (int, float))]  # null: undefined
                     if got:
                         per_clip[metric].append(float(np.mean(got)))
                         if len(got) > 1:

@@ -155,6 +155,10 @@ def test_eval_with_references_measures_every_start_and_the_inversion_baseline(
     methods = ["lora", "lora-input", "lora-inversion", "ddpm-inversion"]
     fast = [*FAST, "--methods", *methods, "--t-starts", "0.5", "1", "--t-start", "0.5"]
     assert main(["eval", str(manifest), "-o", str(output), *fast]) == 0
+    # a rerun reads every record back from disk, undefined gains as null, and reports the same
+    first = _results(output)
+    assert main(["eval", str(manifest), "-o", str(output), *fast]) == 0
+    assert _results(output)["clips"] == first["clips"]
 
     results = _results(output)
     for clip in results["clips"]:
