@@ -152,14 +152,17 @@ class PreparedBundle:
         """One edit per η with the fitted ``unet``, in one batched pass, each seeded with ``seed``.
 
         ``config.start`` says where step 3 starts: pure noise, the input noised to
-        ``config.t_start``, or the input's inversion by the fitted UNet at e_opt.
+        ``config.t_start``, or the input's inversion by the fitted UNet at e_opt. Inpainting
+        starts from noise whatever the start: the context is kept from the input anyway, and
+        inside the gap there is no input to start from (starting from its silence returns it).
         """
         condition = interpolate(self.e_tgt, self.e_opt, check_etas(etas))
         seeds = [check_seed(seed)] * condition.batch_size
+        start = "noise" if self.inpaint is not None else config.start
         starts: dict[str, Any] = {}
-        if config.start == "input":
+        if start == "input":
             starts = {"init": self.latent, "strength": config.t_start}
-        elif config.start == "inversion":
+        elif start == "inversion":
             starts = {
                 "inversion": invert(self.backbone, self.e_opt, self.latent, config, seed, unet=unet, progress=progress)
             }

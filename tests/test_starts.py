@@ -106,12 +106,15 @@ def test_every_start_edits_a_bundle_and_inversion_at_eta_0_keeps_the_input(fitte
     assert (out[1:] - latent).abs().mean() > 20 * (out[:1] - latent).abs().mean()
 
 
-def test_inversion_start_with_inpainting_keeps_the_context(fitted, tmp_path):
+def test_inpainting_starts_the_gap_from_noise_whatever_the_start(fitted, tmp_path):
+    """Starting the gap from the input's silence would return the silence: every start is noise there."""
     backbone, bundle = fitted
     masked = _bundle(backbone, bundle.input, tmp_path, mask=[(0.25, 0.5)])
     ready = PreparedBundle(backbone, masked)
     with fitted_unet(backbone, masked.method, masked.unet_state, masked.lora) as unet:
         out = ready.edit([1.0], SampleConfig(steps=8, start="inversion", t_start=0.8), 0, unet)[0]
+        noise = ready.edit([1.0], SampleConfig(steps=8, start="noise"), 0, unet)[0]
+    np.testing.assert_array_equal(out, noise)
     rate = masked.input.sample_rate
     outside = np.r_[0 : int(0.2 * rate), int(0.55 * rate) : len(out)]
     np.testing.assert_array_equal(out[outside], masked.input.samples[outside])
