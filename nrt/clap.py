@@ -82,10 +82,6 @@ TEXT_MAX_TOKENS = 77  # LAION CLAP's own text length (its tokenizer files say 51
 MIN_TOKENIZER_SIZE = 100
 # Buffers a model rebuilds from its config, which a checkpoint may omit without harm.
 _REBUILT_BUFFERS = ("position_ids", "token_type_ids", "relative_position_index", "num_batches_tracked")
-LAION_INSTALL_HINT = (
-    "pip install laion-clap; it needs torchvision and numpy<2, imports wandb, and downloads the "
-    "bert, roberta and bart tokenizers on import, so use a separate environment with hub access"
-)
 
 
 # Scores
@@ -363,56 +359,6 @@ class ClapScorer(WindowedClapScorer):
                 input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
             )
         return torch.nn.functional.normalize(out.pooler_output.float().cpu(), dim=-1)
-
-
-class LaionClapScorer(WindowedClapScorer):
-    """The original ``laion_clap`` package on its ``.pt`` checkpoints, behind the same interface.
-
-    ``630k-audioset-best.pt`` and the other 630k checkpoints are HTSAT-tiny, the ``music_*``
-    ones HTSAT-base; ``amodel`` and ``enable_fusion`` default to what the file name says.
-    Windows are the same as :class:`ClapScorer`'s (10 s at 48 kHz).
-    """
-
-    sample_rate = 48_000
-    window_samples = 480_000
-
-    def __init__(
-        self,
-        checkpoint: str | os.PathLike,
-        device: str | torch.device = "cpu",
-        amodel: str | None = None,
-        enable_fusion: bool | None = None,
-        batch_size: int = 8,
-        band_limit_rate: int | None = None,
-    ) -> None:
-        super().__init__(batch_size, band_limit_rate)
-        try:
-            import laion_clap
-        except Exception as err:  # its import fails in many ways: torchvision, numpy, the hub
-            raise NrtError(
-                f"the laion-clap backend cannot be imported ({type(err).__name__}: {err}); {LAION_INSTALL_HINT}"
-            ) from None
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(
-                f"laion-clap checkpoint {str(path)!r} not found; download it from "
-                "https://huggingface.co/lukewys/laion_clap and pass the file"
-            )
-        name = path.name.lower()
-        amodel = amodel or ("HTSAT-base" if name.startswith("music") else "HTSAT-tiny")
-        enable_fusion = "fusion" in name if enable_fusion is None else enable_fusion
-        self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel, device=device)
-        self.model.load_ckpt(str(path))
-
-    def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
-        with torch.inference_mode():
-            out = self.model.get_audio_embedding_from_data([torch.from_numpy(w) for w in windows], use_tensor=True)
-        return torch.nn.functional.normalize(out.float().cpu(), dim=-1)
-
-    def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
-        with torch.inference_mode():
-            out = self.model.get_text_embedding(prompts, use_tensor=True)
-        return torch.nn.functional.normalize(out.float().cpu(), dim=-1)
 
 
 # Finding a model
@@ -778,7 +724,6 @@ __all__ = [
     "ClapScorer",
     "ClapScoreBatch",
     "ClapScores",
-    "LaionClapScorer",
     "WindowedClapScorer",
     "bpe_tokenizer",
     "build_tiny_clap",

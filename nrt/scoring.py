@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clap import DEFAULT_MODEL, ClapScorer, LaionClapScorer, WindowedClapScorer, cosine_scores, resolve_model
-from .errors import ModelNotFoundError
+from . import laion_pt
+from .clap import DEFAULT_MODEL, ClapScorer, WindowedClapScorer, cosine_scores, resolve_model
 from .masks import Range, ranges_to_sample_mask
 from .onsets import OnsetConfig, detect_onsets, onset_scores
 
@@ -35,7 +35,11 @@ def load_scorer(
 ) -> WindowedClapScorer:
     """A CLAP scorer: a laion-clap ``.pt`` checkpoint, else a ``ClapModel`` (hub id, directory, ``"tiny"``)."""
     if str(name).endswith(".pt"):
-        return LaionClapScorer(name, device=device, band_limit_rate=band_limit_rate)
+        return laion_pt.load_scorer(name, device=device, band_limit_rate=band_limit_rate)
+    from . import msclap
+
+    if msclap.is_msclap(name):  # msclap-2023, msclap-2022 or a .pth
+        return msclap.MsClapScorer.from_pretrained(name, device=device, band_limit_rate=band_limit_rate)
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
@@ -50,6 +54,10 @@ def load_scorer(
 
 def describe_clap(name: str | os.PathLike) -> str:
     """The sentence to show next to CLAP numbers, saying what they can be compared with."""
+    from .msclap import describe_msclap, is_msclap
+
+    if is_msclap(name):
+        return describe_msclap(name)
     table1 = "the paper's Table 1 used Microsoft's CLAP"
     if str(name) == "mini":
         return (
@@ -68,8 +76,12 @@ def describe_clap(name: str | os.PathLike) -> str:
 def check_scorer(name: str | os.PathLike) -> None:
     """Fail now, in one line, if the CLAP model cannot be had; nothing is loaded."""
     if str(name).endswith(".pt"):
-        if not Path(name).expanduser().is_file():
-            raise ModelNotFoundError(f"laion-clap checkpoint {str(name)!r} not found")
+        laion_pt.check_checkpoint(name)
+        return
+    from .msclap import check_msclap, is_msclap
+
+    if is_msclap(name):
+        check_msclap(name)
         return
     resolve_model(name)
 

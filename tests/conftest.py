@@ -1,6 +1,10 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# OpenMP threads that spin while waiting make torch ten times slower or worse on a machine whose
+# cores are busy; passive ones sleep. Set before torch loads, and inherited by every subprocess
+# and Ray worker a test starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
