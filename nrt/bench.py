@@ -16,6 +16,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
+from typing import TypeVar
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -29,30 +30,37 @@ from .fit import DEFAULT_LORA_TARGETS, DEFAULT_TUNE_LR
 from .sample import SampleConfig, sample
 
 TANGO_PROMPT_TOKENS = 16
+T = TypeVar("T")
 
 
-def _peak_bytes(device: torch.device) -> int:
+def peak_bytes(device: torch.device) -> int:
+    """The peak GPU memory allocated since :func:`reset_peak`; on the CPU, the process's RSS high-water mark."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _reset_peak(device: torch.device) -> None:
+def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _time(fn: Callable[[int], None], iters: int, device: torch.device) -> float:
-    fn(1)  # warm-up: kernels, allocator, autotuning
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """``fn()`` and its wall seconds, with the device's queued work finished before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    fn(iters)
+    result = fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters
+    return result, time.perf_counter() - start
+
+
+def _time(fn: Callable[[int], None], iters: int, device: torch.device) -> float:
+    fn(1)  # warm-up: kernels, allocator, autotuning
+    return timed(lambda: fn(iters), device)[1] / iters
 
 
 def _tango_size(backbone: Backbone) -> Condition:
@@ -130,9 +138,9 @@ def run_bench(args: argparse.Namespace) -> Iterator[str]:
         ("sampling (guided, 1 output)", sampling),
     ]
     for name, fn in stages:
-        _reset_peak(device)
+        reset_peak(device)
         seconds = _time(fn, args.iters, device)
-        peak = _peak_bytes(device) / 2**30
+        peak = peak_bytes(device) / 2**30
         where = "GPU" if device.type == "cuda" else "process RSS"
         yield f"{name:<30} {seconds:8.4f} s/step   peak {peak:6.2f} GiB ({where})"
     if args.edit_seconds and args.unet == "model":

@@ -3,7 +3,9 @@
 ::
 
     bundle.json               written last; the index of everything else
-    embeddings.safetensors    e_tgt, e_opt (and their token masks where the backbone has them)
+    embeddings.safetensors    e_tgt, e_opt (and their token masks where the backbone has them);
+                              a second sequence (AudioLDM 2's T5 one) as e_tgt_1, e_opt_1 and
+                              its masks e_tgt_mask_1, e_opt_mask_1
     unet_lora.safetensors     peft state dict of the LoRA adapter   (method "lora")
     unet.safetensors          the whole fine-tuned UNet             (method "full")
     input.flac                the input exactly as given (input.wav with float samples when
@@ -130,10 +132,7 @@ def check_target(path: str | os.PathLike, edit_type: str, overwrite: bool = Fals
 
 
 def _write_payload(directory: Path, result: FitResult, clip: AudioClip) -> dict[str, str]:
-    tensors = {"e_tgt": result.e_tgt.embeds, "e_opt": result.e_opt.embeds}
-    if result.e_tgt.mask is not None and result.e_opt.mask is not None:
-        tensors["e_tgt_mask"] = result.e_tgt.mask
-        tensors["e_opt_mask"] = result.e_opt.mask
+    tensors = {**_embedding_tensors("e_tgt", result.e_tgt), **_embedding_tensors("e_opt", result.e_opt)}
     save_file(
         {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, directory / "embeddings.safetensors"
     )
@@ -146,6 +145,23 @@ def _write_payload(directory: Path, result: FitResult, clip: AudioClip) -> dict[
         input_file = "input.wav"
         write_audio(directory / input_file, clip.samples, clip.sample_rate, subtype="FLOAT")
     return {"embeddings": "embeddings.safetensors", "unet": unet_file, "input": input_file}
+
+
+def _embedding_tensors(name: str, condition: Condition) -> dict[str, torch.Tensor]:
+    """``name``, ``name_mask`` and the second sequence's ``name_1``, ``name_mask_1``, where present."""
+    fields = {
+        name: condition.embeds,
+        f"{name}_mask": condition.mask,
+        f"{name}_1": condition.embeds_1,
+        f"{name}_mask_1": condition.mask_1,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _embedding_condition(name: str, tensors: dict[str, torch.Tensor]) -> Condition:
+    return Condition(
+        tensors[name], tensors.get(f"{name}_mask"), tensors.get(f"{name}_1"), tensors.get(f"{name}_mask_1")
+    )
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -191,8 +207,8 @@ def load_bundle(path: str | os.PathLike, backbone: BackboneInfo | None = None) -
     if backbone is not None:
         check_backbone(meta, backbone, path)
     embeds = load_file(path / "embeddings.safetensors")
-    e_tgt = Condition(embeds["e_tgt"], embeds.get("e_tgt_mask"))
-    e_opt = Condition(embeds["e_opt"], embeds.get("e_opt_mask"))
+    e_tgt = _embedding_condition("e_tgt", embeds)
+    e_opt = _embedding_condition("e_opt", embeds)
     unet_state = load_file(path / UNET_FILES[meta["method"]["name"]])
     clip = load_audio(path / meta["input"]["file"], max_seconds=float("inf"), min_seconds=0.0)
     if samples_sha256(clip.samples) != meta["input"]["sha256"]:

@@ -3,8 +3,9 @@
     Text CLAP  = cos(clap_a(edit), clap_t(prompt))
     Audio CLAP = cos(clap_a(edit), clap_a(reference))      sum = Text CLAP + Audio CLAP
 
-The paper's CLAP [12] is Microsoft's; nrt scores with LAION CLAP, so its numbers are not
-comparable with the paper's Table 1.
+The paper's CLAP [12] is Microsoft's: :mod:`nrt.msclap` reads its weights (``msclap-2023``, the
+scorer comparable with the paper's Table 1). This module scores with LAION CLAP, whose numbers are
+not comparable with that table.
 
 Default model: ``laion/clap-htsat-unfused`` (:data:`DEFAULT_MODEL`), the unfused HTSAT-tiny
 LAION CLAP of the LAION-Audio-630K release. It has the architecture of laion-clap's 630k

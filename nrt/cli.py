@@ -222,6 +222,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
         "--clap",
         default=MINI_MODEL,
         help=f"CLAP: hub id or directory of a ClapModel (e.g. {DEFAULT_MODEL}), a laion-clap .pt file, "
+        "msclap-2023 / msclap-2022 / a Microsoft CLAP .pth (the paper's), "
         "'mini' (nrt-mini's, for its generated scenes) or 'tiny' (tests only)",
     )
     p.add_argument(
@@ -283,7 +284,8 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clap",
         default=None,
-        help=f"CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, 'mini' or 'tiny' "
+        help=f"CLAP: hub id or directory of a ClapModel, a laion-clap .pt file, msclap-2023 / msclap-2022 / a "
+        f"Microsoft CLAP .pth (the paper's), 'mini' or 'tiny' "
         f"(default: mini for --model mini, tiny for the toy models, else {DEFAULT_MODEL})",
     )
     p.add_argument("--onset-tolerance", type=float, default=DEFAULT_ONSET_TOLERANCE, help="onset match window (s)")
@@ -533,7 +535,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, text in KNOWN_HUB.items():
         mark = "cached" if name in cached else "      "
         print(f"  {name:<38} {mark}  {text}")
-    print("any local directory in the TANGO or diffusers AudioLDM layout also works: --model DIR")
+    print("any local directory in the TANGO or diffusers AudioLDM / AudioLDM 2 layout also works: --model DIR")
     return 0
 
 

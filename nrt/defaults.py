@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .fit import FitConfig
 
 DEFAULT_BACKBONE = "mini"
-TOY_MODELS = ("tiny", "tiny-audioldm")
+TOY_MODELS = ("tiny", "tiny-audioldm", "tiny-audioldm2")
 
 # nrt-mini's fit: see nrt/mini/MODEL_CARD.md for the measurement behind each number
 MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})

@@ -62,13 +62,16 @@ def check_etas(etas: Sequence[float]) -> list[float]:
 def interpolate(e_tgt: Condition, e_opt: Condition, etas: Sequence[float]) -> Condition:
     """Step 3 of the method: ``e(η) = η·e_tgt + (1-η)·e_opt``, one row per η.
 
-    ``e_opt`` starts from ``e_tgt`` in step 1, so both have the same token mask.
+    Every embedding of the condition is interpolated (AudioLDM 2 has two sequences). ``e_opt``
+    starts from ``e_tgt`` in step 1, so both have the same token masks.
     """
+    rows = e_tgt.repeat(len(etas))
     eta = torch.tensor(list(etas), dtype=e_tgt.embeds.dtype, device=e_tgt.embeds.device)
-    eta = eta.view(-1, *([1] * (e_tgt.embeds.dim() - 1)))
-    embeds = eta * e_tgt.embeds + (1 - eta) * e_opt.embeds.to(e_tgt.embeds.device)
-    mask = None if e_tgt.mask is None else e_tgt.mask.repeat(len(etas), 1)
-    return Condition(embeds, mask)
+    blended = []
+    for tgt, opt in zip(rows.sequences, e_opt.sequences, strict=True):
+        weight = eta.view(-1, *([1] * (tgt.dim() - 1)))
+        blended.append(weight * tgt + (1 - weight) * opt.to(tgt.device))
+    return rows.with_sequences(*blended)
 
 
 def decode_outputs(

@@ -15,3 +15,9 @@ class ModelNotFoundError(NrtError):
 
 class BundleError(NrtError):
     """A bundle that is missing, incomplete, or written by another backbone or format."""
+
+
+def listed(names: list[str], shown: int = 6) -> str:
+    """The first ``shown`` names of a list for an error message, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -13,7 +13,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from .backbones.base import Backbone, Condition, place
 from .embedding import autocast
 from .loss import diffusion_loss, draw
-from .optimize import optimize
+from .optimize import compiled, optimize
 
 ADAPTER = "nrt"
 
@@ -39,11 +39,14 @@ def finetune_unet(
     gradient_checkpointing: bool = False,
     weight: torch.Tensor | None = None,
     progress: bool = True,
+    compile_unet: bool = False,
+    fused_adam: bool = False,
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
     """Minimise L(z, e_opt) over the UNet; return the trained weights (full or LoRA) on the CPU.
 
     The backbone's own UNet is left as it was: a full fine-tune trains a float32 copy, a
-    LoRA fine-tune trains an adapter that is removed again afterwards.
+    LoRA fine-tune trains an adapter that is removed again afterwards. ``compile_unet`` runs
+    the trained UNet through ``torch.compile``; ``fused_adam`` takes the fused Adam.
     """
     condition = e_opt.detach().repeat(batch_size)
     num_train = scheduler.config.num_train_timesteps
@@ -53,16 +56,25 @@ def finetune_unet(
         if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
+        model = compiled(unet) if compile_unet else unet
 
         def loss_fn(step: int) -> torch.Tensor:
             timesteps, noise = draw(latents.shape, num_train, batch_size, generator)
             with autocast(backbone):
                 return diffusion_loss(
-                    backbone, scheduler, latents, condition, timesteps.to(device), noise.to(device), unet, weight
+                    backbone, scheduler, latents, condition, timesteps.to(device), noise.to(device), model, weight
                 )
 
         try:
-            losses = optimize(unet.parameters(), loss_fn, steps, lr, desc=f"step 2: UNet ({method})", progress=progress)
+            losses = optimize(
+                unet.parameters(),
+                loss_fn,
+                steps,
+                lr,
+                desc=f"step 2: UNet ({method})",
+                progress=progress,
+                fused=fused_adam,
+            )
         finally:
             unet.eval()
             if gradient_checkpointing:

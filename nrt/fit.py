@@ -43,6 +43,10 @@ class FitConfig:
     batch_size: int = field(default=1, metadata={"help": "(timestep, noise) draws per optimisation step"})
     seed: int = field(default=0, metadata={"help": "seed of the timestep and noise draws"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in step 2"})
+    # Speed settings: off by default on every device until benchmarks/gpu_edit.py has measured
+    # them on a GPU; the CUDA defaults will be chosen from that measurement.
+    compile_unet: bool = field(default=False, metadata={"help": "run the UNet through torch.compile in steps 1 and 2"})
+    fused_adam: bool = field(default=False, metadata={"help": "PyTorch's fused Adam in steps 1 and 2"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -148,6 +152,8 @@ def _fit_latents(
         generator=generator,
         weight=weight,
         progress=progress,
+        compile_unet=config.compile_unet,
+        fused_adam=config.fused_adam,
     )
     losses["probe_e_opt"] = probe.loss(backbone, scheduler, latents, e_opt, weight=weight)
 
@@ -166,6 +172,8 @@ def _fit_latents(
         gradient_checkpointing=config.gradient_checkpointing,
         weight=weight,
         progress=progress,
+        compile_unet=config.compile_unet,
+        fused_adam=config.fused_adam,
     )
     with fitted_unet(backbone, config.method, state, config.lora) as unet:
         losses["probe_fitted"] = probe.loss(backbone, scheduler, latents, e_opt, unet=unet, weight=weight)

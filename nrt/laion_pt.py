@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from .clap import _REBUILT_BUFFERS, ClapScorer, _torch_dtype
-from .errors import ModelNotFoundError, NrtError
+from .errors import ModelNotFoundError, NrtError, listed
 from .hub import resolve_model_dir
 
 if TYPE_CHECKING:
@@ -234,13 +234,8 @@ def clap_state_dict(state: dict[str, torch.Tensor], model_keys: Collection[str])
             continue
         mapped.update(zip(names, parts))
     if unplaced:
-        raise NrtError(f"{len(unplaced)} checkpoint weights have no place in ClapModel: {_names(unplaced)}")
+        raise NrtError(f"{len(unplaced)} checkpoint weights have no place in ClapModel: {listed(unplaced)}")
     return mapped
-
-
-def _names(keys: list[str], shown: int = 8) -> str:
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
 
 
 def load_strict(model: ClapModel, mapped: dict[str, torch.Tensor]) -> None:
@@ -258,9 +253,9 @@ def load_strict(model: ClapModel, mapped: dict[str, torch.Tensor]) -> None:
     )
     problems = []
     if missing:
-        problems.append(f"{len(missing)} ClapModel weights missing from the checkpoint: {_names(missing)}")
+        problems.append(f"{len(missing)} ClapModel weights missing from the checkpoint: {listed(missing)}")
     if misshapen:
-        problems.append(f"{len(misshapen)} weights of the wrong shape: {_names(misshapen)}")
+        problems.append(f"{len(misshapen)} weights of the wrong shape: {listed(misshapen)}")
     if problems:
         raise NrtError("the laion-clap checkpoint does not map onto ClapModel: " + "; ".join(problems))
     model.load_state_dict(mapped, strict=False)

@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clap import WindowedClapScorer, _check_tokenizer
-from .errors import InputError, ModelNotFoundError, NrtError
+from .errors import InputError, ModelNotFoundError, NrtError, listed
 from .hub import resolve_model_dir
 from .spectrogram import mel_filters
 
@@ -606,11 +606,6 @@ def _rename(key: str, renames: list[tuple[str, str]], backwards: bool = False) -
     return None
 
 
-def _listed(keys: list[str], shown: int = 6) -> str:
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``model`` state dict of an msclap ``.pth``, read with ``weights_only=True``."""
     try:
@@ -681,15 +676,15 @@ def load_state(model: MsClap, state: dict[str, torch.Tensor], source: str = "che
     missing = [_rename(k, renames, backwards=True) or k for k in ours if k not in mapped]
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} weights: {_listed(missing)}")
+        problems.append(f"missing {len(missing)} weights: {listed(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listed(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected keys: {listed(unexpected)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} shapes differ: {_listed(mismatched)}")
+        problems.append(f"{len(mismatched)} shapes differ: {listed(mismatched)}")
     if problems:
         raise NrtError(f"{source} does not fit msclap {version}: " + "; ".join(problems))
     if unused:
-        logger.debug("msclap %s: not used for embeddings: %s", version, _listed(unused, 20))
+        logger.debug("msclap %s: not used for embeddings: %s", version, listed(unused, 20))
     model.load_state_dict(mapped, strict=True)
 
 

@@ -1,6 +1,7 @@
 """Where work runs: Ray's connection, a worker's device and thread count, freeing GPU memory.
 
-The sweep's tasks and the service's replicas share these; nothing here knows of either.
+The sweep's tasks and the service's replicas share these; nothing here knows of either. Ray
+is imported where it is used, so that the editor runs (and its tests run) where Ray is absent.
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import gc
 import os
 from typing import Any
-
-import ray
 
 from .errors import NrtError
 
@@ -21,6 +20,8 @@ def connect(
 ) -> bool:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), or
     start a local Ray. True when Ray was started here, to be shut down when the work ends."""
+    import ray
+
     if ray.is_initialized():
         return False
     common: dict[str, Any] = {"log_to_driver": log_to_driver, "namespace": NAMESPACE}
@@ -34,6 +35,7 @@ def connect(
 
 def worker_device(preference: str) -> str:
     """``cuda`` where this worker was given a GPU that torch can see, else ``cpu``."""
+    import ray
     import torch
 
     if preference == "cpu":
@@ -47,6 +49,7 @@ def worker_device(preference: str) -> str:
 
 def use_assigned_cpus() -> None:
     """One torch thread per CPU Ray gave this worker (more only fight over the same cores)."""
+    import ray
     import torch
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import write_tone_clip
+from tests.conftest import write_tone_clip
 from nrt.storage import Storage, bundle_rel
 
 ROOT = Path(__file__).resolve().parents[1]

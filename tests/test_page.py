@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
+from tests.conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,7 +33,7 @@ expect = sync_api.expect
 expect.set_options(timeout=HANG_SECONDS * 1000)
 
 from nrt.storage import Storage, registry_rel, write_registry_entry  # noqa: E402
-from service_setup import RATE, TOKEN, fit_tiny_bundle, publish, running_service  # noqa: E402
+from tests.service_setup import RATE, TOKEN, fit_tiny_bundle, publish, running_service  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import smoke_config, write_manifest, write_tone_clip
+from tests.conftest import smoke_config, write_manifest, write_tone_clip
 
 from nrt.storage import (
     Storage,

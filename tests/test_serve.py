@@ -17,7 +17,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
+from tests.conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("fastapi")
@@ -25,7 +25,7 @@ pytest.importorskip("python_multipart")
 requests = pytest.importorskip("requests")
 
 from nrt.storage import Storage, write_registry_entry  # noqa: E402
-from service_setup import (  # noqa: E402
+from tests.service_setup import (  # noqa: E402
     BEST, CHANNELS, RATE, ROOT, TOKEN, fit_tiny_bundle, load_module, publish, running_service,
 )
 

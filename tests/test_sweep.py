@@ -16,7 +16,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from conftest import HANG_SECONDS, SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
+from tests.conftest import HANG_SECONDS, SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
 
 from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR

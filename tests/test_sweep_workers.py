@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_SECONDS
+from tests.conftest import HANG_SECONDS
 
 from nrt.storage import Storage, read_registry_entry
 
@@ -165,7 +165,7 @@ def test_a_worker_death_names_the_signal_the_frame_and_the_log(tmp_path: Path) -
 def test_a_sweep_whose_trials_all_crash_stops_early_and_says_why(tmp_path: Path) -> None:
     import ray
 
-    from conftest import smoke_config, write_manifest, write_tone_clip
+    from tests.conftest import smoke_config, write_manifest, write_tone_clip
 
     from nrt.sweep import run_sweep
     from nrt.sweep.search import Work

@@ -17,6 +17,7 @@ BUILTIN = {
     "scenes, shipped in the package; real edits on a CPU, in its own small sound world (nrt/mini/MODEL_CARD.md)",
     "tiny": "TANGO's architecture at toy size, random weights; written to the cache on first use (no download)",
     "tiny-audioldm": "AudioLDM's architecture at toy size, random weights; written to the cache on first use",
+    "tiny-audioldm2": "AudioLDM 2's architecture at toy size, random weights; written to the cache on first use",
 }
 KNOWN_HUB = {
     "declare-lab/tango": "TANGO, FLAN-T5 large + 866M UNet, AudioCaps (CC BY-NC-ND 4.0)",
@@ -24,6 +25,9 @@ KNOWN_HUB = {
     "declare-lab/tango2": "TANGO 2, DPO-aligned (CC BY-NC-ND 4.0)",
     "cvssp/audioldm-s-full-v2": "AudioLDM small, CLAP class embedding (CC BY-NC-SA 4.0)",
     "cvssp/audioldm-m-full": "AudioLDM medium (CC BY-NC-SA 4.0)",
+    "cvssp/audioldm2": "AudioLDM 2, CLAP + FLAN-T5 through GPT-2, general audio (CC BY-NC-SA 4.0)",
+    "cvssp/audioldm2-large": "AudioLDM 2 large, a deeper UNet (CC BY-NC-SA 4.0)",
+    "cvssp/audioldm2-music": "AudioLDM 2 for music (CC BY-NC-SA 4.0)",
 }
 DTYPES = {
     "fp32": torch.float32,
@@ -88,6 +92,16 @@ def load_backbone(
 
         backbone = load_audioldm(ensure_tiny_audioldm())
         backbone.info.model_id = "tiny-audioldm"
+    elif name == "tiny-audioldm2":
+        from .audioldm2 import load_audioldm2
+        from .tiny_audioldm2 import ensure_tiny_audioldm2
+
+        backbone = load_audioldm2(ensure_tiny_audioldm2())
+        backbone.info.model_id = "tiny-audioldm2"
+    elif _looks_like_audioldm2(name):
+        from .audioldm2 import load_audioldm2
+
+        backbone = load_audioldm2(name, revision=revision)
     elif _looks_like_audioldm(name):
         from .audioldm import load_audioldm
 
@@ -97,6 +111,16 @@ def load_backbone(
 
         backbone = load_tango(name, revision=revision)
     return backbone.to(target, torch_dtype)
+
+
+def _looks_like_audioldm2(name: str) -> bool:
+    """A directory whose model_index.json names AudioLDM2Pipeline, or a hub id naming AudioLDM 2."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        from .audioldm2 import is_audioldm2_dir
+
+        return is_audioldm2_dir(path)
+    return "audioldm2" in name.lower()
 
 
 def _looks_like_audioldm(name: str) -> bool:

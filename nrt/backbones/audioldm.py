@@ -30,7 +30,8 @@ import json
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoTokenizer,
+    BatchEncoding,
     ClapTextConfig,
     ClapTextModelWithProjection,
     PreTrainedTokenizerBase,
@@ -78,13 +80,7 @@ class AudioLDMBackbone(MelLatentBackbone):
 
     def encode_text(self, prompts: Sequence[str]) -> Condition:
         """Unit CLAP text vectors ``[B, D]``, tokenised as AudioLDM's pipeline does (padded to the maximum)."""
-        max_length = self.tokenizer.model_max_length
-        batch = self.tokenizer(
-            list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-        )
-        cut = [p for p, ids in zip(prompts, self.tokenizer(list(prompts))["input_ids"]) if len(ids) > max_length]
-        if cut:
-            logger.warning("prompts truncated to CLAP's %d tokens: %s", max_length, cut)
+        batch = tokenize(self.tokenizer, prompts, "max_length")
         device = self.text_encoder.device
         with torch.no_grad():
             embeds = self.text_encoder(
@@ -120,7 +116,40 @@ class AudioLDMBackbone(MelLatentBackbone):
         return self
 
 
-def _front_end(directory: Path, vocoder: SpeechT5HifiGan, vae: AutoencoderKL) -> StftConfig:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], padding: str | bool, max_length: int | None = None
+) -> BatchEncoding:
+    """Prompts to token ids as the AudioLDM pipelines do, warning about any prompt cut short.
+
+    ``padding`` is ``"max_length"`` (to ``max_length``, by default the tokenizer's own) or ``True``
+    (to the longest prompt); prompts are truncated to the tokenizer's maximum.
+    """
+    limit = tokenizer.model_max_length
+    batch = tokenizer(
+        list(prompts), padding=padding, max_length=max_length or limit, truncation=True, return_tensors="pt"
+    )
+    cut = [p for p, ids in zip(prompts, tokenizer(list(prompts))["input_ids"]) if len(ids) > limit]
+    if cut:
+        logger.warning("prompts truncated to the %d tokens of %s: %s", limit, type(tokenizer).__name__, cut)
+    return batch
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """A tokenizer from its directory, refused when it is an offline stub of a handful of tokens."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if len(tokenizer) < MIN_VOCAB:
+        raise ModelNotFoundError(f"the tokenizer in {path} has only {len(tokenizer)} tokens: the files are incomplete")
+    return tokenizer
+
+
+def load_waveform_parts(directory: Path) -> tuple[AutoencoderKL, SpeechT5HifiGan, MelFrontEnd]:
+    """The VAE and vocoder of a diffusers-layout model (float32), and the mel front end they expect."""
+    vae = AutoencoderKL.from_pretrained(directory, subfolder="vae", torch_dtype=torch.float32)
+    vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder", dtype=torch.float32)
+    return vae, vocoder, MelFrontEnd(front_end(directory, vocoder, vae))
+
+
+def front_end(directory: Path, vocoder: SpeechT5HifiGan, vae: AutoencoderKL) -> StftConfig:
     """AudioLDM's STFT at the vocoder's rate and mel count, checked against the vocoder and VAE."""
     voc = vocoder.config
     values = {**AUDIOLDM_STFT, "sampling_rate": voc.sampling_rate, "n_mel_channels": voc.model_in_dim}
@@ -140,9 +169,36 @@ def _front_end(directory: Path, vocoder: SpeechT5HifiGan, vae: AutoencoderKL) ->
     return stft
 
 
-def _revision_files(directory: Path) -> list[str]:
+def open_model_dir(
+    name_or_path: str | Path, subfolders: Sequence[str], revision: str | None, what: str
+) -> tuple[Path, str | None]:
+    """A diffusers-layout model's directory (local, or a hub snapshot of ``subfolders`` only), checked complete."""
+    directory, snapshot = resolve_model_dir(
+        name_or_path, allow_patterns=["model_index.json", STFT_FILE, *(f"{s}/*" for s in subfolders)], revision=revision
+    )
+    missing = [s for s in subfolders if not (directory / s).is_dir()]
+    if missing:
+        raise ModelNotFoundError(
+            f"{directory} is not an {what} model directory (diffusers layout): missing "
+            + ", ".join(f"{s}/" for s in missing)
+        )
+    return directory, snapshot
+
+
+def identify(
+    directory: Path, snapshot: str | None, name_or_path: str | Path, kind: str, subfolders: Sequence[str]
+) -> tuple[BackboneInfo, dict[str, Any]]:
+    """The loaded model's identity (hub commit, or a fingerprint of the local files) and its scheduler config."""
+    scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
+    revision = snapshot or fingerprint(directory, revision_files(directory, subfolders))
+    logger.info("loaded %s model %s (%s)", kind, name_or_path, revision)
+    return BackboneInfo(kind=kind, model_id=str(name_or_path), revision=revision), scheduler_config
+
+
+def revision_files(directory: Path, subfolders: Sequence[str] = SUBFOLDERS) -> list[str]:
+    """The files a local model's fingerprint covers: the index, the front end, every subfolder's files."""
     names = ["model_index.json", STFT_FILE]
-    for sub in SUBFOLDERS:
+    for sub in subfolders:
         if (directory / sub).is_dir():
             names += sorted(str(p.relative_to(directory)) for p in (directory / sub).iterdir() if p.is_file())
     return names
@@ -150,15 +206,7 @@ def _revision_files(directory: Path) -> list[str]:
 
 def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> AudioLDMBackbone:
     """Load an AudioLDM model in the diffusers layout from a directory or a hub id."""
-    directory, snapshot = resolve_model_dir(
-        name_or_path, allow_patterns=["model_index.json", STFT_FILE, *(f"{s}/*" for s in SUBFOLDERS)], revision=revision
-    )
-    missing = [s for s in SUBFOLDERS if not (directory / s).is_dir()]
-    if missing:
-        raise ModelNotFoundError(
-            f"{directory} is not an AudioLDM model directory (diffusers layout): missing "
-            + ", ".join(f"{s}/" for s in missing)
-        )
+    directory, snapshot = open_model_dir(name_or_path, SUBFOLDERS, revision, "AudioLDM")
 
     # 1. UNet, VAE and vocoder, in float32 whatever the files hold; to() casts the UNet
     unet = UNet2DConditionModel.from_pretrained(directory, subfolder="unet", torch_dtype=torch.float32)
@@ -167,15 +215,10 @@ def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> Audi
             f"{directory / 'unet'} takes no CLAP class embedding (class_embed_type "
             f"{unet.config.class_embed_type!r}); this loader takes AudioLDM (1) models such as cvssp/audioldm-s-full-v2"
         )
-    vae = AutoencoderKL.from_pretrained(directory, subfolder="vae", torch_dtype=torch.float32)
-    vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder", dtype=torch.float32)
+    vae, vocoder, mel = load_waveform_parts(directory)
 
     # 2. CLAP's text branch and its RoBERTa tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
-    if len(tokenizer) < MIN_VOCAB:
-        raise ModelNotFoundError(
-            f"the tokenizer in {directory / 'tokenizer'} has only {len(tokenizer)} tokens: the files are incomplete"
-        )
+    tokenizer = load_tokenizer(directory / "tokenizer")
     text_encoder = ClapTextModelWithProjection.from_pretrained(directory / "text_encoder", dtype=torch.float32)
     if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
         raise ModelNotFoundError(
@@ -183,15 +226,11 @@ def load_audioldm(name_or_path: str | Path, revision: str | None = None) -> Audi
             f"{unet.config.projection_class_embeddings_input_dim}"
         )
 
-    # 3. The scheduler as published, and the front end the vocoder expects
-    scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
-    stft = _front_end(directory, vocoder, vae)
-    revision = snapshot or fingerprint(directory, _revision_files(directory))
-    info = BackboneInfo(kind="audioldm", model_id=str(name_or_path), revision=revision)
-    logger.info("loaded AudioLDM model %s (%s)", name_or_path, revision)
+    # 3. The scheduler as published
+    info, scheduler_config = identify(directory, snapshot, name_or_path, "audioldm", SUBFOLDERS)
     return AudioLDMBackbone(
         info=info,
-        mel=MelFrontEnd(stft),
+        mel=mel,
         vae=vae,
         vocoder=vocoder,
         unet=unet,
@@ -262,7 +301,7 @@ AUDIOLDM_SCHEDULER = {
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0-4, as in RoBERTa
 
 
-def _tiny_tokenizer(seed: int) -> RobertaTokenizerFast:
+def tiny_roberta_tokenizer(seed: int = 0, max_tokens: int = TINY_MAX_TOKENS) -> RobertaTokenizerFast:
     """A byte-level BPE with RoBERTa's special tokens, trained on the tiny models' word list."""
     from .tiny import VOCAB
 
@@ -281,44 +320,62 @@ def _tiny_tokenizer(seed: int) -> RobertaTokenizerFast:
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return RobertaTokenizerFast(tokenizer_object=tok, model_max_length=TINY_MAX_TOKENS)
+    return RobertaTokenizerFast(tokenizer_object=tok, model_max_length=max_tokens)
 
 
-def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
-    """Write a tiny AudioLDM with random weights to ``directory`` in the diffusers layout."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-
-    # 1. CLAP's text branch at toy size, with a tokenizer built here
-    tokenizer = _tiny_tokenizer(seed)
-    text_config = ClapTextConfig(
-        vocab_size=len(tokenizer),
+def tiny_clap_text_config(vocab_size: int, projection_dim: int) -> ClapTextConfig:
+    """CLAP's RoBERTa text branch at toy size, for the tiny RoBERTa tokenizer's ids."""
+    return ClapTextConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=TINY_MAX_TOKENS + 2,
-        projection_dim=TINY_TEXT_DIM,
+        projection_dim=projection_dim,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
     )
-    ClapTextModelWithProjection(text_config).save_pretrained(directory / "text_encoder")
+
+
+def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny AudioLDM with random weights to ``directory`` in the diffusers layout."""
+    return write_random_audioldm(directory, seed=seed)
+
+
+def write_random_audioldm(
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    unet_config: dict[str, Any] = TINY_UNET,
+    text_config: Callable[[int], ClapTextConfig] = partial(tiny_clap_text_config, projection_dim=TINY_TEXT_DIM),
+    vae_config: dict[str, Any] = TINY_VAE,
+    vocoder_config: dict[str, Any] = TINY_VOCODER,
+    max_tokens: int = TINY_MAX_TOKENS,
+) -> Path:
+    """An AudioLDM in the diffusers layout with seeded random weights, at the sizes given (the tiny
+    one by default; AudioLDM's own make a stand-in for timing a real checkpoint, ``benchmarks/gpu_edit.py``).
+
+    ``text_config`` gives CLAP's text branch's config for the locally built tokenizer's
+    vocabulary size; ``max_tokens`` is the length every prompt is padded to.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    # 1. CLAP's text branch, with a tokenizer built here
+    tokenizer = tiny_roberta_tokenizer(seed, max_tokens)
+    ClapTextModelWithProjection(text_config(len(tokenizer))).save_pretrained(directory / "text_encoder")
     tokenizer.save_pretrained(directory / "tokenizer")
 
-    # 2. UNet, VAE and vocoder
-    unet = UNet2DConditionModel(**TINY_UNET)
+    # 2. UNet, and the waveform parts with the scheduler
+    unet = UNet2DConditionModel(**unet_config)
     torch.nn.init.normal_(unet.conv_out.weight, std=0.02)  # diffusers zero-initialises it: constant losses
     unet.save_pretrained(directory / "unet")
-    AutoencoderKL(**TINY_VAE).save_pretrained(directory / "vae")
-    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER))
-    for p in vocoder.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    vocoder.save_pretrained(directory / "vocoder")
+    write_tiny_waveform_parts(directory, vae_config, vocoder_config)
 
-    # 3. Scheduler and the pipeline index
-    DDIMScheduler(**AUDIOLDM_SCHEDULER).save_pretrained(directory / "scheduler")
+    # 3. The pipeline index
     index = {
         "_class_name": "AudioLDMPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -331,6 +388,19 @@ def write_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
     }
     (directory / "model_index.json").write_text(json.dumps(index, indent=2))
     return directory
+
+
+def write_tiny_waveform_parts(
+    directory: Path, vae_config: dict[str, Any] = TINY_VAE, vocoder_config: dict[str, Any] = TINY_VOCODER
+) -> None:
+    """The tiny VAE, vocoder and scheduler into ``vae/``, ``vocoder/`` and ``scheduler/`` (AudioLDM 1 and 2);
+    other sizes through ``vae_config`` and ``vocoder_config``."""
+    AutoencoderKL(**vae_config).save_pretrained(directory / "vae")
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**vocoder_config))
+    for p in vocoder.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vocoder.save_pretrained(directory / "vocoder")
+    DDIMScheduler(**AUDIOLDM_SCHEDULER).save_pretrained(directory / "scheduler")
 
 
 def ensure_tiny_audioldm(root: Path | None = None) -> Path:

@@ -8,7 +8,7 @@ the service only ever talk to a backbone through this interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,37 +24,70 @@ class Condition:
 
     ``embeds`` is ``[B, L, D]`` for cross-attention backbones (TANGO) or ``[B, D]`` for
     class-embedding backbones (AudioLDM). ``mask`` is ``[B, L]`` bool, True on real tokens,
-    or None where the backbone has no mask.
+    or None where the backbone has no mask. Backbones whose UNet attends to a second sequence
+    (AudioLDM 2: ``embeds`` the GPT-2 sequence, ``embeds_1`` the T5 one) carry it in
+    ``embeds_1`` ``[B, L1, D1]`` with its mask ``mask_1``; the others leave both None.
     """
 
     embeds: torch.Tensor
     mask: torch.Tensor | None = None
+    embeds_1: torch.Tensor | None = None
+    mask_1: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.embeds.shape[0]
 
+    @property
+    def sequences(self) -> tuple[torch.Tensor, ...]:
+        """The embeddings, without their masks: ``(embeds,)`` or ``(embeds, embeds_1)``."""
+        return (self.embeds,) if self.embeds_1 is None else (self.embeds, self.embeds_1)
+
+    def with_sequences(self, *sequences: torch.Tensor) -> Condition:
+        """The same masks with other embeddings, one per entry of :attr:`sequences` (step 1, step 3)."""
+        if len(sequences) != len(self.sequences):
+            raise ValueError(f"this condition has {len(self.sequences)} embeddings, got {len(sequences)}")
+        return replace(self, embeds=sequences[0], embeds_1=sequences[1] if len(sequences) > 1 else None)
+
+    def _apply(
+        self, embeds: Callable[[torch.Tensor], torch.Tensor], mask: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Condition:
+        return Condition(
+            embeds(self.embeds), _maybe(mask, self.mask), _maybe(embeds, self.embeds_1), _maybe(mask, self.mask_1)
+        )
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Condition:
-        mask = None if self.mask is None else self.mask.to(device)
-        return Condition(self.embeds.to(device=device, dtype=dtype), mask)
+        return self._apply(lambda e: e.to(device=device, dtype=dtype), lambda m: m.to(device))
 
     def detach(self) -> Condition:
-        return replace(self, embeds=self.embeds.detach())
+        return self._apply(torch.Tensor.detach, lambda m: m)
 
     def repeat(self, n: int) -> Condition:
         """Repeat a batch-of-one condition ``n`` times along the batch axis."""
         if self.batch_size != 1:
             raise ValueError(f"repeat() needs a batch of one, got {self.batch_size}")
-        reps = (n,) + (1,) * (self.embeds.dim() - 1)
-        mask = None if self.mask is None else self.mask.repeat(n, 1)
-        return Condition(self.embeds.repeat(*reps), mask)
+        return self._apply(lambda e: e.repeat(n, *(1,) * (e.dim() - 1)), lambda m: m.repeat(n, 1))
 
     @staticmethod
     def cat(conditions: Sequence[Condition]) -> Condition:
-        embeds = torch.cat([c.embeds for c in conditions])
-        masks = [c.mask for c in conditions if c.mask is not None]
-        mask = torch.cat(masks) if len(masks) == len(conditions) else None
-        return Condition(embeds, mask)
+        if len({c.embeds_1 is None for c in conditions}) > 1:
+            raise ValueError("cannot batch conditions with and without a second sequence (embeds_1)")
+        return Condition(
+            torch.cat([c.embeds for c in conditions]),
+            _cat_all([c.mask for c in conditions]),
+            _cat_all([c.embeds_1 for c in conditions]),
+            _cat_all([c.mask_1 for c in conditions]),
+        )
+
+
+def _maybe(fn: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else fn(tensor)
+
+
+def _cat_all(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tensors concatenated along the batch, or None unless every one is present."""
+    present = [t for t in tensors if t is not None]
+    return torch.cat(present) if present and len(present) == len(tensors) else None
 
 
 @dataclass

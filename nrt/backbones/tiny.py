@@ -7,8 +7,9 @@ it exercises code paths, nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -294,16 +295,10 @@ def word_tokenizer(words: Iterable[str] = VOCAB) -> PreTrainedTokenizerFast:
     )
 
 
-def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_prediction") -> Path:
-    """Write the tiny model to ``directory`` in TANGO's layout and return the directory."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-
-    # 1. Text encoder: a two-layer T5 encoder and a word-level tokenizer, saved beside the model
-    tokenizer = word_tokenizer()
-    t5_config = T5Config(
-        vocab_size=len(tokenizer),
+def tiny_t5_config(vocab_size: int) -> T5Config:
+    """A two-layer FLAN-T5-style encoder (gated GELU) with T5's special ids (pad 0, end of sequence 1)."""
+    return T5Config(
+        vocab_size=vocab_size,
         d_model=TEXT_DIM,
         d_kv=8,
         d_ff=64,
@@ -314,16 +309,54 @@ def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_p
         pad_token_id=0,
         eos_token_id=1,
     )
-    text_encoder = T5EncoderModel(t5_config)
+
+
+def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_prediction") -> Path:
+    """Write the tiny model to ``directory`` in TANGO's layout and return the directory."""
+    return write_random_tango(
+        directory,
+        unet_config=UNET_CONFIG,
+        text_config=tiny_t5_config,
+        vae_config=VAE_CONFIG,
+        seed=seed,
+        prediction_type=prediction_type,
+        extra={"nrt_tiny_format": FORMAT},
+    )
+
+
+def write_random_tango(
+    directory: str | Path,
+    *,
+    unet_config: dict[str, Any],
+    text_config: Callable[[int], T5Config],
+    vae_config: dict[str, Any],
+    seed: int = 0,
+    prediction_type: str = "v_prediction",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A model in TANGO's layout with seeded random weights, at the sizes the configs give.
+
+    The tiny model is one; TANGO's own sizes make a stand-in for timing a real checkpoint
+    (``benchmarks/gpu_edit.py``). ``text_config`` gives the T5 encoder's config for the
+    word-level tokenizer's vocabulary size; ``vae_config`` is ``vae_config.json`` as written,
+    whose optional ``vocoder`` entry sizes the HiFi-GAN (TANGO's own when absent, as the loader reads it).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    # 1. Text encoder: a T5 encoder and a word-level tokenizer, saved beside the model
+    tokenizer = word_tokenizer()
+    text_encoder = T5EncoderModel(text_config(len(tokenizer)))
 
     # 2. UNet with TANGO's block layout
-    unet = UNet2DConditionModel.from_config(UNET_CONFIG)
+    unet = UNet2DConditionModel.from_config(unet_config)
     _randomize_output(unet)
 
     # 3. VAE and vocoder, saved in the original AudioLDM layout that TANGO's files use
-    vae_only = {k: v for k, v in VAE_CONFIG.items() if k != "vocoder"}
+    vae_only = {k: v for k, v in vae_config.items() if k != "vocoder"}
     vae = AutoencoderKL(**convert.vae_config_to_diffusers(vae_only))
-    vocoder = SpeechT5HifiGan(convert.hifigan_config_to_speecht5(VOCODER_CONFIG))
+    vocoder = SpeechT5HifiGan(convert.hifigan_config_to_speecht5(vae_config.get("vocoder", convert.HIFIGAN_16K_64)))
     for p in vocoder.parameters():
         torch.nn.init.normal_(p, std=0.05)
     vae_state = convert.vae_state_dict_from_diffusers(vae.state_dict())
@@ -336,10 +369,10 @@ def write_tiny(directory: str | Path, seed: int = 0, prediction_type: str = "v_p
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         vae_state=vae_state,
-        vae_config=VAE_CONFIG,
+        vae_config=vae_config,
         stft_config=STFT_CONFIG,
         scheduler_config=sd21_scheduler(prediction_type),
-        extra={"nrt_tiny_format": FORMAT},
+        extra=extra,
     )
 
 
