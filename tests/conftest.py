@@ -18,17 +18,6 @@ torch.set_num_threads(2)
 HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
 
 
-# Tests that start Ray (a sweep, the service) run one after another on one pytest-xdist worker
-# (`-n 2 --dist loadgroup`): two Ray clusters at once on two cores would only slow each other.
-RAY_MODULES = {"test_sweep", "test_sweep_workers", "test_s3", "test_serve", "test_page"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
