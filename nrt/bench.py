@@ -26,8 +26,8 @@ from .backbones.base import Backbone, Condition
 from .embedding import optimize_embedding
 from .errors import InputError
 from .finetune import finetune_unet
-from .fit import DEFAULT_LORA_TARGETS, DEFAULT_TUNE_LR
-from .sample import SampleConfig, sample
+from .sample import sample
+from .settings import DEFAULT_LORA_TARGETS, DEFAULT_TUNE_LR, SampleConfig
 
 TANGO_PROMPT_TOKENS = 16
 T = TypeVar("T")

@@ -67,6 +67,7 @@ import numpy as np
 import soxr
 import torch
 
+from nrt.defaults import DEFAULT_CLAP
 from nrt.errors import InputError, ModelNotFoundError, NrtError
 from nrt.hub import cache_dir, ensure_cached
 
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "laion/clap-htsat-unfused"
+DEFAULT_MODEL = DEFAULT_CLAP
 TINY_MODEL = "tiny"
 MINI_MODEL = "mini"  # nrt-mini's own CLAP, shipped in the package (nrt/mini/MODEL_CARD.md)
 TINY_VERSION = 1

@@ -62,7 +62,7 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
     Flags left out take the model's defaults (:func:`nrt.defaults.model_defaults`).
     """
     from .defaults import MINI_FIT, MINI_TUNE_LR, TOY_FIT
-    from .fit import DEFAULT_TUNE_LR, FitConfig
+    from .settings import DEFAULT_TUNE_LR, FitConfig
 
     d = FitConfig()
 
@@ -103,7 +103,7 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
 
 
 def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
-    from .sample import STARTS, SampleConfig
+    from .settings import STARTS, SampleConfig
 
     d = SampleConfig()
     g = p.add_argument_group("sampling")
@@ -255,8 +255,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 def _add_eval(p: argparse.ArgumentParser) -> None:
     from .clap import DEFAULT_MODEL
     from .evaluate import DEFAULT_ETAS, DEFAULT_METHODS, DEFAULT_STRENGTHS, DEFAULT_T_STARTS, METHODS
-    from .sample import SampleConfig
     from .scoring import DEFAULT_ONSET_TOLERANCE
+    from .settings import SampleConfig
 
     p.add_argument(
         "manifest", help="CSV: id,edit_type,audio,target_prompt[,mask][,reference]; paths relative to the CSV"
@@ -346,7 +346,7 @@ def _fit_config(args: argparse.Namespace):
 
 
 def _sample_config(args: argparse.Namespace):
-    from .sample import SampleConfig, check_seed
+    from .settings import SampleConfig, check_seed
 
     check_seed(args.seed)
     starts = {"start": args.start, "t_start": args.t_start} if hasattr(args, "start") else {}
@@ -432,7 +432,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .bundle import load_bundle, read_meta
-    from .edit import check_etas, generate
+    from .edit import generate
+    from .settings import check_etas
 
     etas = check_etas(args.eta)
     config = _sample_config(args)
@@ -449,7 +450,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     from .audio import load_audio
     from .bundle import load_bundle
-    from .edit import check_etas, generate
+    from .edit import generate
+    from .settings import check_etas
 
     _check_prompt(args.prompt)
     etas = check_etas(args.eta)
@@ -553,7 +555,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .audio import load_audio
     from .backbones import resolve_device
-    from .scoring import ReferenceScorer, describe_clap, load_scorer
+    from .clap_notes import describe_clap
+    from .scoring import ReferenceScorer, load_scorer
 
     _check_prompt(args.prompt)
     if args.band_limit is not None and args.band_limit <= 0:
@@ -648,7 +651,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .defaults import model_defaults
     from .evaluate import EvalConfig, run_eval
     from .manifest import load_clips, read_manifest
-    from .sample import SampleConfig
+    from .settings import SampleConfig
 
     # 1. Check every setting and every clip before anything heavy runs
     if args.limit is not None and args.limit < 1:

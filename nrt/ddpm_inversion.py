@@ -15,8 +15,9 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import check_fractions, decode_outputs, encode_input
-from .sample import SampleConfig, check_seed, invert, sample, start_index
+from .edit import decode_outputs, encode_input
+from .sample import invert, sample
+from .settings import SampleConfig, check_fractions, check_seed, start_index
 
 DEFAULT_T_STARTS = (0.25, 0.5, 0.75)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .clap import DEFAULT_MODEL as DEFAULT_CLAP
-
 if TYPE_CHECKING:
-    from .fit import FitConfig
+    from .settings import FitConfig
 
 DEFAULT_BACKBONE = "mini"
+# the CLAP of a real backbone's scores: why this one, in nrt.clap's docstring (there DEFAULT_MODEL)
+DEFAULT_CLAP = "laion/clap-htsat-unfused"
 TOY_MODELS = ("tiny", "tiny-audioldm", "tiny-audioldm2")
 
 # nrt-mini's fit: see nrt/mini/MODEL_CARD.md for the measurement behind each number
@@ -67,7 +67,7 @@ def fit_config(
 
     ``fields`` are the other :class:`~nrt.fit.FitConfig` fields, which do not depend on the model.
     """
-    from .fit import FitConfig
+    from .settings import FitConfig
 
     d, base = model_defaults(model), FitConfig()
     method = method or base.method

@@ -18,10 +18,10 @@ import torch
 from .audio import AudioClip, prepare_for_model, restore_from_model
 from .backbones.base import Backbone, Condition, Loudness
 from .bundle import Bundle
-from .errors import InputError
 from .finetune import fitted_unet
 from .masks import composite, ranges_to_latent_mask
-from .sample import Inpaint, SampleConfig, check_seed, invert, sample
+from .sample import Inpaint, invert, sample
+from .settings import SampleConfig, check_etas, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -38,25 +38,6 @@ def prepare_input(backbone: Backbone, clip: AudioClip) -> PreparedInput:
     wave = torch.from_numpy(prepare_for_model(clip, backbone.sample_rate).copy())
     wave, loudness = backbone.normalize(wave)
     return PreparedInput(wave, loudness)
-
-
-def check_fractions(values: Sequence[float], name: str, allow_zero: bool = True) -> list[float]:
-    """Numbers in [0, 1] (or (0, 1] without ``allow_zero``), at least one; InputError otherwise."""
-    if not values:
-        raise InputError(f"give at least one {name}")
-    bracket = "[" if allow_zero else "("
-    checked = []
-    for value in values:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        in_range = number and (0.0 <= value <= 1.0 if allow_zero else 0.0 < value <= 1.0)
-        if not in_range:
-            raise InputError(f"{name} must lie in {bracket}0, 1], got {value!r}")
-        checked.append(float(value))
-    return checked
-
-
-def check_etas(etas: Sequence[float]) -> list[float]:
-    return check_fractions(etas, "eta")
 
 
 def interpolate(e_tgt: Condition, e_opt: Condition, etas: Sequence[float]) -> Condition:
@@ -99,7 +80,7 @@ def inpaint_context(
         return None
     known = backbone.encode(prepared.wave.unsqueeze(0))
     region = ranges_to_latent_mask(mask, known.shape[2], backbone.latent_frames_per_second)
-    return Inpaint(known=known, region=region)
+    return Inpaint(known=known, region=torch.from_numpy(region))
 
 
 def encode_input(

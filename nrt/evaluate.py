@@ -55,10 +55,9 @@ from . import __version__
 from .audio import samples_sha256, write_audio
 from .bundle import load_bundle, read_meta
 from .ddpm_inversion import DEFAULT_T_STARTS, check_t_starts, ddpm_inversion
-from .edit import check_etas, generate, text_to_audio
+from .edit import generate, text_to_audio
 from .errors import BundleError, InputError
 from .files import write_json
-from .fit import FitConfig
 from .fit_clip import fit_clip
 from .inputs import MAX_SECONDS
 from .manifest import CheckedClip
@@ -66,9 +65,9 @@ from .masks import Range
 from .onsets import OnsetConfig
 from .reference import ReferenceYardstick
 from .report import check_figures, write_reports
-from .sample import SampleConfig, check_seed
 from .scoring import DEFAULT_ONSET_TOLERANCE, ReferenceScorer, check_scorer, load_scorer
 from .sdedit import check_strengths, sdedit
+from .settings import FitConfig, SampleConfig, check_etas, check_seed
 
 logger = logging.getLogger(__name__)
 

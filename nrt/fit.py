@@ -4,83 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDPMScheduler
 
 from .backbones.base import Backbone, Condition
 from .embedding import optimize_embedding
-from .errors import InputError
 from .finetune import finetune_unet, fitted_unet
 from .loss import ProbeSet
+from .settings import FitConfig
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("full", "lora")
-# The paper's 1e-6 is for the full fine-tune. LoRA's B matrix starts at zero, so the same
-# rate would leave a LoRA fit where it began; 3e-4 is the rate at which LoRA lowered the
-# probe loss as much per step as the full fine-tune at 1e-6 (benchmarks/tune_lr.py, README).
-DEFAULT_TUNE_LR = {"full": 1e-6, "lora": 3e-4}
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-@dataclass
-class FitConfig:
-    """Settings of steps 1 and 2. Field names are the CLI's flags and the sweep's parameters."""
-
-    method: str = field(default="lora", metadata={"help": "step 2: 'full' fine-tune or 'lora' adapters"})
-    embed_steps: int = field(default=500, metadata={"help": "step 1 optimisation steps"})
-    embed_lr: float = field(default=2e-3, metadata={"help": "step 1 Adam learning rate"})
-    tune_steps: int = field(default=1500, metadata={"help": "step 2 optimisation steps"})
-    tune_lr: float | None = field(
-        default=None, metadata={"help": "step 2 Adam learning rate (None: 1e-6 full, 3e-4 LoRA)"}
-    )
-    lora_rank: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (None: equal to the rank)"})
-    lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "UNet modules LoRA adapts"})
-    batch_size: int = field(default=1, metadata={"help": "(timestep, noise) draws per optimisation step"})
-    seed: int = field(default=0, metadata={"help": "seed of the timestep and noise draws"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in step 2"})
-    # Speed settings: off by default on every device until benchmarks/gpu_edit.py has measured
-    # them on a GPU; the CUDA defaults will be chosen from that measurement.
-    compile_unet: bool = field(default=False, metadata={"help": "run the UNet through torch.compile in steps 1 and 2"})
-    fused_adam: bool = field(default=False, metadata={"help": "PyTorch's fused Adam in steps 1 and 2"})
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("embed_steps", "tune_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
-        for name in ("embed_lr", "tune_lr"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value < 1:
-                raise InputError(f"{name} must lie in (0, 1), got {value!r}")
-        if not 1 <= self.lora_rank <= 1024:
-            raise InputError(f"lora_rank must lie in 1-1024, got {self.lora_rank}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 <= self.seed < 2**32:
-            raise InputError(f"seed must lie in 0 to 2^32-1, got {self.seed}")
-        self.lora_targets = tuple(self.lora_targets)
-
-    @property
-    def resolved_tune_lr(self) -> float:
-        return self.tune_lr if self.tune_lr is not None else DEFAULT_TUNE_LR[self.method]
-
-    @property
-    def lora(self) -> dict[str, Any]:
-        alpha = self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank)
-        return {"rank": self.lora_rank, "alpha": alpha, "targets": list(self.lora_targets)}
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["lora_targets"] = list(self.lora_targets)
-        data["tune_lr"] = self.resolved_tune_lr
-        return data
 
 
 @dataclass

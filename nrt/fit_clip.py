@@ -12,8 +12,9 @@ from .audio import AudioClip
 from .backbones.base import Backbone
 from .bundle import check_target, save_bundle
 from .edit import prepare_input
-from .fit import FitConfig, FitResult, fit
+from .fit import FitResult, fit
 from .masks import Range, ranges_to_latent_mask
+from .settings import FitConfig
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def latent_weight(
         return None
     num_samples = round(clip.duration * backbone.sample_rate)
     frames = backbone.latent_shape(num_samples)[1]
-    region = ranges_to_latent_mask(mask, frames, backbone.latent_frames_per_second)
+    region = torch.from_numpy(ranges_to_latent_mask(mask, frames, backbone.latent_frames_per_second))
     return (~region).float().view(1, 1, -1, 1)
 
 

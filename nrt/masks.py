@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import torch
 
 from nrt.errors import InputError
 
@@ -120,9 +119,9 @@ def ranges_to_sample_mask(ranges: Iterable[Range], num_frames: int, sample_rate:
     return mask
 
 
-def ranges_to_latent_mask(ranges: Iterable[Range], num_latent_frames: int, frames_per_second: float) -> torch.Tensor:
+def ranges_to_latent_mask(ranges: Iterable[Range], num_latent_frames: int, frames_per_second: float) -> np.ndarray:
     """Boolean ``[num_latent_frames]``, True on every latent frame that overlaps a range at all."""
-    mask = torch.zeros(num_latent_frames, dtype=torch.bool)
+    mask = np.zeros(num_latent_frames, dtype=bool)
     for start, end in ranges:
         first, stop = _span(start, end, frames_per_second, num_latent_frames)
         mask[first:stop] = True

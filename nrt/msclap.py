@@ -66,6 +66,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clap import WindowedClapScorer, _check_tokenizer
+from .clap_notes import MSCLAP_NAMES as NAMES
+from .clap_notes import MSCLAP_WEIGHT_FILES as WEIGHT_FILES
+from .clap_notes import describe_msclap, is_msclap
 from .errors import InputError, ModelNotFoundError, NrtError, listed
 from .hub import resolve_model_dir
 from .spectrogram import mel_filters
@@ -76,8 +79,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HUB_REPO = "microsoft/msclap"
-NAMES = {"msclap-2023": "2023", "msclap-2022": "2022"}
-WEIGHT_FILES = {"2023": "CLAP_weights_2023.pth", "2022": "CLAP_weights_2022.pth"}
 TOKENIZER_FILES = ["*.json", "*.txt"]  # vocab, merges and configs: no weights
 # The names msclap asks the hub for, under which a machine that ran msclap has them cached.
 LEGACY_TOKENIZER_IDS = {"openai-community/gpt2": "gpt2", "google-bert/bert-base-uncased": "bert-base-uncased"}
@@ -726,11 +727,6 @@ def load_model(path: str | os.PathLike, config: MsClapConfig | None = None) -> M
 # Finding the files
 
 
-def is_msclap(name: str | os.PathLike) -> bool:
-    """Whether a ``--clap`` value names Microsoft CLAP: ``msclap-2023``, ``msclap-2022`` or a ``.pth``."""
-    return str(name) in NAMES or str(name).endswith(".pth")
-
-
 def resolve_weights(name: str | os.PathLike) -> Path:
     """The ``.pth`` of a release name (hub cache, or the hub where reachable) or a local path."""
     if str(name) not in NAMES:
@@ -796,23 +792,6 @@ def check_msclap(name: str | os.PathLike, tokenizer: str | os.PathLike | None = 
     path = resolve_weights(name)
     config = PUBLISHED[NAMES[str(name)]] if str(name) in NAMES else config_for(path)
     tokenizer_dir(tokenizer or config.tokenizer)
-
-
-def describe_msclap(name: str | os.PathLike) -> str:
-    """The sentence shown beside scores from Microsoft CLAP."""
-    how = (
-        "nrt averages fixed windows where msclap crops long clips at random, and resamples with soxr, "
-        "so the numbers can differ slightly from msclap's own"
-    )
-    shown = Path(str(name)).name if str(name).endswith(".pth") else str(name)
-    if str(name) == "msclap-2023" or shown == WEIGHT_FILES["2023"]:
-        return f"CLAP: {shown} (Microsoft CLAP 2023, msclap's default): comparable with the paper's Table 1 ({how})."
-    if str(name) == "msclap-2022" or shown == WEIGHT_FILES["2022"]:
-        return (
-            f"CLAP: {shown} (Microsoft CLAP 2022, the model of the paper's reference [12]); Table 1 is taken "
-            f"to use msclap's default 2023 release, so compare with care ({how})."
-        )
-    return f"CLAP: {shown} (Microsoft CLAP weights from a local file); comparable with Table 1 only if they are msclap 2023's."
 
 
 # The scorer

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .clap_notes import describe_clap
 from .errors import NrtError
 from .files import atomic_file, write_json, write_text
-from .scoring import describe_clap
 from .spectrogram import log_mel
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ step, 0.5 halfway down. It is SDEdit's strength, under the name every start shar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -26,54 +26,10 @@ from tqdm.auto import tqdm
 
 from .backbones.base import Backbone, Condition
 from .errors import InputError
+from .settings import SampleConfig, check_seed, start_index
 
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
-STARTS = ("noise", "input", "inversion")
-MAX_SEED = 2**32 - 1
-
-
-@dataclass
-class SampleConfig:
-    """Settings of the reverse diffusion. Field names are the CLI's flags and the HTTP fields."""
-
-    steps: int = field(default=200, metadata={"help": "diffusion steps T (1-1000)"})
-    guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance scale (0-20)"})
-    scheduler: str = field(default="ddpm", metadata={"help": "'ddpm' or 'ddim'"})
-    start: str = field(default="noise", metadata={"help": "where step 3 starts: 'noise', 'input' or 'inversion'"})
-    t_start: float = field(
-        default=0.6,
-        metadata={"help": "fraction of the schedule run from the input, in (0, 1] (starts input and inversion)"},
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
-            raise InputError(f"steps must be a whole number in 1-1000, got {self.steps!r}")
-        if not 0 <= float(self.guidance) <= 20:
-            raise InputError(f"guidance must lie in 0-20, got {self.guidance!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.start not in STARTS:
-            raise InputError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
-        check_t_start(self.t_start)
-
-
-def check_t_start(value: float) -> float:
-    """``t_start`` as a float in (0, 1]; InputError otherwise."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not 0.0 < value <= 1.0:
-        raise InputError(f"t_start must lie in (0, 1], got {value!r}")
-    return float(value)
-
-
-def start_index(steps: int, t_start: float) -> int:
-    """The index into a schedule of ``steps`` where a start at ``t_start`` begins."""
-    return min(int(round(steps * (1 - check_t_start(t_start)))), steps - 1)
-
-
-def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InputError(f"seed must be a whole number in 0 to 2^32-1, got {seed!r}")
-    return seed
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
 
 def make_scheduler(backbone: Backbone, kind: str, steps: int) -> DDPMScheduler | DDIMScheduler:

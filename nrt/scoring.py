@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import laion_pt
 from .clap import DEFAULT_MODEL, ClapScorer, WindowedClapScorer, cosine_scores, resolve_model
+from .clap_notes import describe_clap
 from .masks import Range, ranges_to_sample_mask
 from .onsets import OnsetConfig, detect_onsets, onset_scores
 
@@ -50,27 +50,6 @@ def load_scorer(
     finally:
         if shown:
             hf_logging.enable_progress_bar()
-
-
-def describe_clap(name: str | os.PathLike) -> str:
-    """The sentence to show next to CLAP numbers, saying what they can be compared with."""
-    from .msclap import describe_msclap, is_msclap
-
-    if is_msclap(name):
-        return describe_msclap(name)
-    table1 = "the paper's Table 1 used Microsoft's CLAP"
-    if str(name) == "mini":
-        return (
-            "CLAP: nrt-mini's own small CLAP, trained on nrt's generated scenes; it knows only their "
-            f"sounds and words, and its scores are not comparable with LAION CLAP's or with Table 1 ({table1})."
-        )
-    if str(name) == "tiny":
-        return (
-            "CLAP: the built-in tiny model with random weights, for tests; its scores mean nothing "
-            f"(and LAION CLAP scores are not comparable with Table 1 either: {table1})."
-        )
-    shown = Path(str(name)).name if str(name).endswith(".pt") else str(name)
-    return f"CLAP: {shown} (LAION). Not comparable with the paper's Table 1 numbers: {table1}."
 
 
 def check_scorer(name: str | os.PathLike) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import check_fractions, decode_outputs, encode_input
-from .sample import SampleConfig, check_seed, sample
+from .edit import decode_outputs, encode_input
+from .sample import sample
+from .settings import SampleConfig, check_fractions, check_seed
 
 
 def check_strengths(strengths: Sequence[float]) -> list[float]:

@@ -84,7 +84,7 @@ SMOKE_FITS = {"embed_steps": 3, "tune_steps": 3}
 
 def smoke_config(storage, **changes):
     """A sweep of three fit steps and two three-step trials a clip; ``changes`` override."""
-    from nrt.fit import FitConfig
+    from nrt.settings import FitConfig
     from nrt.sweep import SweepConfig, parse_param
 
     settings = {

@@ -35,7 +35,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dict = BEST) -> dict:
+def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dict = BEST, model: str = "tiny") -> dict:
     """Put a bundle where the sweep puts it and return its registry entry (to publish, the JSON last)."""
     key = "lora-test0000000"
     rel = bundle_rel(clip_id, key)
@@ -44,7 +44,7 @@ def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dic
     storage.put_file(source / meta["input"]["file"], f"clips/{clip_id}/input.flac")
     return {
         "clip_id": clip_id, "edit_type": "addition", "target_prompt": prompt, "mask": None,
-        "input": f"clips/{clip_id}/input.flac", "model": "tiny", "dtype": "fp32", "bundle": rel, "fit_key": key,
+        "input": f"clips/{clip_id}/input.flac", "model": model, "dtype": "fp32", "bundle": rel, "fit_key": key,
         "fit": meta["fit"], "best": dict(best),
         "scores": {"text": 0.1, "audio": 0.9, "sum": 1.0, "clap": "tiny"},
         "trials": {"run": 2, "done": 2, "failed": 0}, "search": {"eta": "0:1"},
@@ -52,16 +52,17 @@ def publish(storage: Storage, clip_id: str, source: Path, prompt: str, best: dic
     }
 
 
-def fit_tiny_bundle(directory: Path) -> Path:
-    """One tiny LoRA fit of a 22.05 kHz stereo beep, saved as a bundle in ``directory``."""
+def fit_tiny_bundle(directory: Path, model: str = "tiny") -> Path:
+    """One LoRA fit of a 22.05 kHz stereo beep on a toy ``model``, saved as a bundle in ``directory``."""
     from nrt.audio import load_audio
     from nrt.backbones import load_backbone
     from nrt.bundle import save_bundle
     from nrt.edit import prepare_input
-    from nrt.fit import FitConfig, fit
+    from nrt.fit import fit
+    from nrt.settings import FitConfig
 
     wav = write_tone_clip(directory / "beep.wav", rate=RATE, channels=CHANNELS)
-    backbone = load_backbone("tiny", device="cpu")
+    backbone = load_backbone(model, device="cpu")
     clip = load_audio(wav)
     result = fit(backbone, prepare_input(backbone, clip).wave, "a beep with a dog barking",
                  FitConfig(embed_steps=3, embed_lr=0.05, tune_steps=3), progress=False)

@@ -21,8 +21,9 @@ from nrt.bundle import load_bundle, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.embedding import optimize_embedding
 from nrt.errors import BundleError, ModelNotFoundError
-from nrt.fit import FitConfig, fit
-from nrt.sample import SampleConfig
+from nrt.fit import fit
+from nrt.settings import FitConfig
+from nrt.settings import SampleConfig
 
 PROMPT = "a dog barking while rain is falling"
 CLIP_RATE = 22050  # not the model's rate, so that the output must be resampled back

@@ -24,8 +24,10 @@ from nrt.cli import main
 from nrt.edit import PreparedBundle, generate, interpolate, prepare_input
 from nrt.errors import BundleError, ModelNotFoundError
 from nrt.finetune import fitted_unet
-from nrt.fit import FitConfig, FitResult, fit
-from nrt.sample import STARTS, SampleConfig, invert, sample
+from nrt.fit import FitResult, fit
+from nrt.settings import FitConfig
+from nrt.sample import invert, sample
+from nrt.settings import STARTS, SampleConfig
 from nrt.sdedit import sdedit
 from tests.conftest import write_tone_clip
 from tests.test_audioldm import changed_weights, unet_snapshot
@@ -359,7 +361,7 @@ def test_a_sweep_trial_and_the_service_editor(bundle_path: Path, backbone: Audio
     from nrt.scoring import load_scorer
     from nrt.service.editor import ClipSlot, EditJob, EditorCore
     from nrt.service.settings import ServiceSettings
-    from nrt.sweep.trials import FittedClip
+    from nrt.sweep.fitted import FittedClip
 
     # a trial: the fitted clip held by a worker, one edit, scored by the CLAP sum
     fitted = FittedClip(backbone, load_bundle(bundle_path, backbone.info), load_scorer("tiny", device="cpu"))

@@ -14,9 +14,10 @@ from nrt.backbones.base import BackboneInfo
 from nrt.bundle import FORMAT_VERSION, load_bundle, read_meta, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.errors import BundleError
-from nrt.fit import FitConfig, fit
+from nrt.fit import fit
+from nrt.settings import FitConfig
 from nrt.fit_clip import fit_clip
-from nrt.sample import SampleConfig
+from nrt.settings import SampleConfig
 
 
 @pytest.fixture()

@@ -161,7 +161,7 @@ def test_console_script_exit_code(tmp_path):
 def test_fit_flags_left_out_take_the_models_defaults():
     from nrt.cli import _fit_config
     from nrt.defaults import MINI_FIT, MINI_TUNE_LR
-    from nrt.fit import FitConfig
+    from nrt.settings import FitConfig
 
     parse = build_parser().parse_args
     mini = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav"]))

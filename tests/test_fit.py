@@ -9,9 +9,11 @@ from nrt.backbones import load_backbone
 from nrt.edit import interpolate, prepare_input
 from nrt.errors import InputError
 from nrt.finetune import fitted_unet
-from nrt.fit import FitConfig, fit
+from nrt.fit import fit
+from nrt.settings import FitConfig
 from nrt.loss import ProbeSet, prediction_target
-from nrt.sample import SampleConfig, sample
+from nrt.sample import sample
+from nrt.settings import SampleConfig
 
 PROMPT = "a dog barking"
 

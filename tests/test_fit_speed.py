@@ -8,7 +8,8 @@ import nrt.embedding
 import nrt.finetune
 from nrt.audio import load_audio
 from nrt.edit import prepare_input
-from nrt.fit import FitConfig, fit
+from nrt.fit import fit
+from nrt.settings import FitConfig
 from nrt.sweep.config import fit_key
 
 PROMPT = "a dog barking"

@@ -18,8 +18,10 @@ from nrt.backbones import load_backbone
 from nrt.bundle import load_bundle, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.finetune import ADAPTER, fitted_unet
-from nrt.fit import FitConfig, fit
-from nrt.sample import SampleConfig, sample
+from nrt.fit import fit
+from nrt.settings import FitConfig
+from nrt.sample import sample
+from nrt.settings import SampleConfig
 from tests.conftest import write_tone_clip
 
 pytestmark = [

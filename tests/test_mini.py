@@ -15,10 +15,12 @@ from nrt.bundle import load_bundle, save_bundle
 from nrt.clap import ClapScorer
 from nrt.defaults import model_defaults
 from nrt.edit import generate, prepare_input
-from nrt.fit import FitConfig, fit
+from nrt.fit import fit
+from nrt.settings import FitConfig
 from nrt.mini.model import CLAP_DIR, T2A_DIR
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases, scene_for
-from nrt.sample import SampleConfig, sample
+from nrt.sample import sample
+from nrt.settings import SampleConfig
 
 PACKAGE_LIMIT = 30e6  # bytes of shipped weights
 

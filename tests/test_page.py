@@ -1,6 +1,10 @@
 """The listening page in a real browser: Debian's Chromium driven by Playwright, against the
-service on 127.0.0.1 with the tiny backbone and a token (tests/service_setup.py, shared with
+service on 127.0.0.1 with a toy backbone and a token (tests/service_setup.py, shared with
 test_serve.py, which also checks what the page is served with).
+
+The backbone here is the toy AudioLDM 2 (two conditioning sequences, both fitted and
+interpolated), where test_serve.py runs the toy TANGO: the page's edits go through the service's
+editor replica on Ray Serve, and its upload through a fit and a Tune search on Ray, on it.
 
 One service and one browser for the module. The page's tab is shared by the tests in file order:
 an upload is started early so that its fit and search run while the other tests do. Set
@@ -32,10 +36,11 @@ expect = sync_api.expect
 # assertions wait for the page, and the page waits for the service: as long as a wait on work may last
 expect.set_options(timeout=HANG_SECONDS * 1000)
 
-from nrt.storage import Storage, registry_rel, write_registry_entry  # noqa: E402
+from nrt.storage import Storage, read_registry_entry, registry_rel, write_registry_entry  # noqa: E402
 from tests.service_setup import RATE, TOKEN, fit_tiny_bundle, publish, running_service  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray at a time (pytest -n)
+MODEL = "tiny-audioldm2"
 
 SCREENSHOTS = os.environ.get("NRT_PAGE_SCREENSHOTS")
 DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 375, "height": 740}
@@ -72,17 +77,17 @@ UNLABELLED = """() => [...document.querySelectorAll("input, select, button, audi
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
-    fitted = fit_tiny_bundle(tmp_path_factory.mktemp("fitted"))
+    fitted = fit_tiny_bundle(tmp_path_factory.mktemp("fitted"), MODEL)
     storage = Storage(tmp_path_factory.mktemp("page") / "root")
     for clip_id, prompt in (("beep", "a beep with a dog barking"), ("gone", "a beep in a cathedral")):
-        write_registry_entry(storage, publish(storage, clip_id, fitted, prompt))
+        write_registry_entry(storage, publish(storage, clip_id, fitted, prompt, model=MODEL))
     return storage
 
 
 @pytest.fixture(scope="module")
 def service(storage):
     with running_service({
-        "storage": storage.root, "model": "tiny", "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke",
+        "storage": storage.root, "model": MODEL, "api_token": TOKEN, "max_upload_mb": "0.5", "job_preset": "smoke",
         "job_trials": "1",
         "job_fit_cpus": "0.5", "job_trial_cpus": "0.5", "editor_cpus": "0.5",
     }) as url:
@@ -364,7 +369,7 @@ def screenshot(page, path: Path) -> None:
 
 
 # -- the upload, at its end ----------------------------------------------------------------------------
-def test_the_uploaded_clip_comes_into_the_list_when_its_job_is_done(page, js_errors):
+def test_the_uploaded_clip_comes_into_the_list_when_its_job_is_done(page, js_errors, storage):
     job = page.locator("#jobs li").first
     expect(job).to_contain_text(re.compile(r"Clip uploaded: (done|failed)"), timeout=HANG_SECONDS * 1000)
     expect(job).to_contain_text("Clip uploaded: done")
@@ -372,4 +377,7 @@ def test_the_uploaded_clip_comes_into_the_list_when_its_job_is_done(page, js_err
     expect(page.locator('#clip-list button[data-clip="uploaded"]')).to_contain_text("a beep and a cat")
     job.get_by_role("button", name="Open uploaded").click()
     expect(page.locator("#clip-h")).to_have_text("Clip uploaded")
+    entry = read_registry_entry(storage, "uploaded")  # fitted and searched on the service's model
+    assert entry["model"] == MODEL and entry["trials"]["done"] >= 1
+    assert storage.read_json(f"{entry['bundle']}/bundle.json")["backbone"]["kind"] == "audioldm2"
     assert not js_errors

@@ -29,7 +29,7 @@ from tests.service_setup import (  # noqa: E402
     BEST, CHANNELS, RATE, ROOT, TOKEN, fit_tiny_bundle, load_module, publish, running_service,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray at a time (pytest -n)
 
 
 @pytest.fixture(scope="module")
@@ -416,8 +416,9 @@ def test_the_editor_makes_the_edit_generate_makes_and_leaves_the_base_unet_bare(
     from nrt.audio import load_audio
     from nrt.bundle import load_bundle, save_bundle
     from nrt.edit import generate, prepare_input
-    from nrt.fit import FitConfig, fit
-    from nrt.sample import SampleConfig
+    from nrt.fit import fit
+    from nrt.settings import FitConfig
+    from nrt.settings import SampleConfig
     from nrt.service.editor import ClipSlot, EditJob, EditorCore
     from nrt.service.settings import ServiceSettings
 

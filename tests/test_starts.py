@@ -9,7 +9,8 @@ from nrt.backbones import load_backbone
 from nrt.edit import PreparedBundle, interpolate
 from nrt.errors import InputError
 from nrt.finetune import fitted_unet
-from nrt.sample import SampleConfig, invert, make_scheduler, posterior_mean, sample
+from nrt.sample import invert, make_scheduler, posterior_mean, sample
+from nrt.settings import SampleConfig
 from tests.test_edit import _bundle
 
 

@@ -4,10 +4,6 @@ import csv
 import importlib.util
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +12,12 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tests.conftest import HANG_SECONDS, SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
+from tests.conftest import SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
 
 from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR
-from nrt.fit import DEFAULT_TUNE_LR, FitConfig
-from nrt.sample import STARTS
+from nrt.settings import DEFAULT_TUNE_LR, FitConfig
+from nrt.settings import STARTS
 from nrt.storage import Storage, bundle_rel, read_registry_entry
 
 ray = pytest.importorskip("ray")
@@ -30,6 +26,7 @@ optuna = pytest.importorskip("optuna")
 from nrt.sweep import fit_key, parse_param, read_clips, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (pytest -n)
 
 
 def _load_script():
@@ -204,66 +201,6 @@ def test_a_failing_clip_does_not_stop_the_others(ray_local, clip_dir, tmp_path):
     assert [r["status"] for r in table] == ["done", "failed", "failed"]
 
 
-@pytest.mark.slow
-def test_resume_after_the_driver_is_killed_refits_nothing(ray_local, manifest, tmp_path):
-    root = tmp_path / "root"
-    command = [sys.executable, str(ROOT / "tune" / "sweep.py"), "--manifest", str(manifest), "--storage", str(root),
-               "--smoke-test", "--trials", "3", "--num-cpus", "2", "--concurrent-trials", "1"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    current = Path("/tmp/ray/ray_current_cluster")
-    current_before = current.read_text() if current.exists() else None
-    driver = subprocess.Popen(command, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # kill it once Tune has checkpointed a finished trial: fits done, experiments part way
-        deadline = time.time() + HANG_SECONDS
-        while time.time() < deadline and not _finished_trials(root):
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
-            time.sleep(0.5)
-        finished_before = _finished_trials(root)
-        assert finished_before, "no trial finished in time"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait()
-    if current.exists() and current.read_text() != current_before:  # left by the Ray just killed
-        current.unlink()
-    storage = Storage(root)
-    attempts_before = sorted(str(p) for p in root.glob("fits/*/*/*.json"))
-    assert len(attempts_before) == 2
-
-    script = _load_script()
-    config = script.sweep_config(script.build_parser().parse_args(
-        ["--manifest", str(manifest), "--storage", str(root), "--smoke-test", "--trials", "3", "--resume"]))
-    result = run_sweep(manifest, config)
-
-    assert [r["status"] for r in result.rows] in (["done", "done"], ["earlier", "done"], ["done", "earlier"])
-    assert result.fits["computed"] == 0
-    assert sorted(str(p) for p in root.glob("fits/*/*/*.json")) == attempts_before  # no fit ran again
-    for clip in ("beep", "gap"):
-        entry = read_registry_entry(storage, clip)
-        assert entry is not None and entry["trials"]["run"] == 3
-    trial_ids = set()
-    for clip in ("beep", "gap"):
-        rows = csv.DictReader(storage.read_bytes(f"registry/{clip}.trials.csv").decode().splitlines())
-        trial_ids |= {r["trial_id"] for r in rows}
-    assert finished_before <= trial_ids  # the experiments were restored, not started over
-
-
-def _finished_trials(root: Path) -> set[str]:
-    """Trials that Tune's experiment checkpoints under ``root`` record as finished."""
-    finished = set()
-    for path in root.glob("tune/*/*/experiment_state-*.json"):
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):  # being written
-            continue
-        for data, _ in state.get("trial_data", []):
-            trial = json.loads(data)
-            if trial.get("status") == "TERMINATED":
-                finished.add(trial["trial_id"])
-    return finished
-
-
 def test_bad_manifest_rows_are_reported_by_row_before_any_work(clip_dir, tmp_path, capsys):
     (tmp_path / "noise.wav").write_bytes(os.urandom(2000))
     short = tmp_path / "short.wav"
@@ -386,9 +323,9 @@ def test_a_worker_edit_is_the_edit_generate_makes(backbone, tone_wav, tmp_path):
     from nrt.bundle import load_bundle, save_bundle
     from nrt.edit import generate, prepare_input
     from nrt.fit import fit
-    from nrt.sample import SampleConfig
+    from nrt.settings import SampleConfig
     from nrt.scoring import load_scorer
-    from nrt.sweep.trials import FittedClip
+    from nrt.sweep.fitted import FittedClip
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a worker with one CPU uses; two threads are slower on these ops

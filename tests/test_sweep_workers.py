@@ -9,6 +9,7 @@ crash every later worker with SIGSEGV (see ``nrt/spectrogram.py``).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ from tests.conftest import HANG_SECONDS
 from nrt.storage import Storage, read_registry_entry
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (pytest -n)
 EXAMPLE_IDS = [row["id"] for row in csv.DictReader((ROOT / "examples" / "manifest.csv").open())]
 
 
@@ -54,18 +57,63 @@ def _assert_every_example_done(root: Path, numba_cache: Path, output: str) -> No
     assert written == [], f"Ray workers compiled numba code into its cache: {written}"
 
 
+def _finished_trials(root: Path) -> set[str]:
+    """Trials that Tune's experiment checkpoints under ``root`` record as finished."""
+    finished = set()
+    for path in root.glob("tune/*/*/experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # being written
+            continue
+        for data, _ in state.get("trial_data", []):
+            trial = json.loads(data)
+            if trial.get("status") == "TERMINATED":
+                finished.add(trial["trial_id"])
+    return finished
+
+
 @pytest.mark.slow
-def test_the_readme_sweep_finishes_every_clip(tmp_path: Path) -> None:
+def test_the_readme_sweep_killed_and_resumed_finishes_every_clip_and_refits_nothing(tmp_path: Path) -> None:
+    """The README's sweep on the example clips, with the local Ray it starts: killed (driver and
+    Ray) once a trial has finished, then run again with --resume to the end."""
     numba_cache = tmp_path / "numba"
     numba_cache.mkdir()
     root = tmp_path / "results"
-    done = subprocess.run([sys.executable, "tune/sweep.py", "--smoke-test", "--storage", str(root)], cwd=ROOT,
-                          env=_environment(numba_cache), capture_output=True, text=True, start_new_session=True,
-                          timeout=HANG_SECONDS)
+    env = _environment(numba_cache)
+    command = [sys.executable, "tune/sweep.py", "--smoke-test", "--storage", str(root), "--concurrent-trials", "1"]
+    current = Path("/tmp/ray/ray_current_cluster")
+    current_before = current.read_text() if current.exists() else None
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # killed once Tune has checkpointed a finished trial: fits done, experiments part way
+        deadline = time.time() + HANG_SECONDS
+        while time.time() < deadline and not _finished_trials(root):
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+        finished_before = _finished_trials(root)
+        assert finished_before, "no trial finished in time"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    if current.exists() and current.read_text() != current_before:  # left by the Ray just killed
+        current.unlink()
+    attempts_before = sorted(str(p) for p in root.glob("fits/*/*/*.json"))
+    assert len(attempts_before) == len(EXAMPLE_IDS)
+
+    done = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          start_new_session=True, timeout=HANG_SECONDS)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     _assert_every_example_done(root, numba_cache, output)
-    assert f"{len(EXAMPLE_IDS)} clip(s) in" in done.stdout
+    assert f"{len(EXAMPLE_IDS)} clip(s) in" in done.stdout and "fits computed 0" in done.stdout
+    assert sorted(str(p) for p in root.glob("fits/*/*/*.json")) == attempts_before  # no fit ran again
+    storage = Storage(root)
+    trial_ids = set()
+    for clip_id in EXAMPLE_IDS:
+        rows = csv.DictReader(storage.read_bytes(f"registry/{clip_id}.trials.csv").decode().splitlines())
+        trial_ids |= {r["trial_id"] for r in rows}
+    assert finished_before <= trial_ids  # the experiments were restored, not started over
 
 
 class RayHead:

@@ -24,11 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from nrt.clap import DEFAULT_MODEL as DEFAULT_CLAP
 from nrt.commandline import NOISY_LOGGERS, HelpFormatter, Parser, run_command
-from nrt.defaults import model_defaults
-from nrt.fit import FitConfig
-from nrt.sample import STARTS
+from nrt.defaults import DEFAULT_CLAP, model_defaults
+from nrt.settings import STARTS, FitConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "manifest.csv"
 
@@ -176,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         for noisy in ("ray", "ray.tune", "ray.train", "optuna", *NOISY_LOGGERS):
             logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
-        from nrt.scoring import describe_clap
+        from nrt.clap_notes import describe_clap
         from nrt.sweep import run_sweep
         from nrt.sweep.progress import render_table
 

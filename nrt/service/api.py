@@ -25,11 +25,11 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from .. import __version__
-from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
+from ..clap_notes import describe_clap
+from ..defaults import DEFAULT_CLAP
 from ..errors import InputError
 from ..manifest import CLIP_ID_PATTERN, MAX_CLIP_ID, validate_clip_id
 from ..runtime import NAMESPACE
-from ..scoring import describe_clap
 from ..storage import Storage, list_registry, read_registry_entry
 from ..sweep.config import complete_settings
 from .editor import EditJob

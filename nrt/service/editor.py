@@ -28,11 +28,11 @@ import torch
 from ..audio import encode_audio
 from ..backbones.base import Backbone
 from ..bundle import Bundle, load_bundle
-from ..edit import PreparedBundle, check_etas
+from ..edit import PreparedBundle
 from ..errors import BundleError, InputError
 from ..finetune import fitted_unet
 from ..runtime import free_accelerator, use_assigned_cpus
-from ..sample import SampleConfig, check_seed
+from ..settings import SampleConfig, check_etas, check_seed
 from ..storage import Storage, fetch_dir
 from .settings import ServiceSettings
 

@@ -28,14 +28,13 @@ from typing import Any
 import ray
 
 from ..audio import load_audio
-from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
-from ..defaults import model_defaults
+from ..defaults import DEFAULT_CLAP, model_defaults
 from ..errors import InputError
-from ..fit import FitConfig
 from ..inputs import EDIT_TYPES, MIN_SECONDS
 from ..manifest import ManifestRow, validate_clip_id
 from ..masks import merge_ranges, parse_mask
 from ..runtime import NAMESPACE
+from ..settings import FitConfig
 from ..storage import Storage, read_registry_entry
 from ..sweep import (
     PRESETS,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..inputs import EDIT_TYPES
-from ..sample import MAX_SEED, STARTS
+from ..settings import MAX_SEED, STARTS
 
 EditType = Literal[EDIT_TYPES]  # type: ignore[valid-type]
 Start = Literal[STARTS]  # type: ignore[valid-type]

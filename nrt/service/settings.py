@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..clap import DEFAULT_MODEL as DEFAULT_CLAP
-from ..defaults import model_defaults
+from ..defaults import DEFAULT_CLAP, model_defaults
 from ..errors import InputError
 from ..inputs import MAX_PROMPT, MAX_SECONDS
 

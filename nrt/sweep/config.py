@@ -17,10 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..defaults import MINI_FIT, model_defaults
-from ..edit import check_etas
 from ..errors import InputError
-from ..fit import FitConfig
-from ..sample import STARTS, SampleConfig, check_seed, check_t_start
+from ..settings import STARTS, FitConfig, SampleConfig, check_etas, check_seed, check_t_start
 
 METRIC = "sum"  # the CLAP sum: Text CLAP + Audio CLAP
 SEARCHED = ("eta", "steps", "guidance", "scheduler", "start", "t_start")

@@ -29,16 +29,26 @@ class CrashGuard(tune.Callback):
         self.limit = limit
         self.failures = 0
         self.finished = 0
-        self.first_error: BaseException | None = None
+        self._failed_trials: list = []  # Tune's trials, in the order of their failures
 
     @property
     def tripped(self) -> bool:
         return self.finished == 0 and self.failures >= self.limit
 
+    @property
+    def first_error(self) -> BaseException | None:
+        """The error of the earliest failure that has one. Read when the experiment is over: a
+        worker that dies at once can be reported failed before Tune has stored its error."""
+        for trial in self._failed_trials:
+            error = trial.get_pickled_error() or trial.get_error()
+            if error is not None:
+                return error
+        return None
+
     def _failed(self, trial) -> None:
         self.failures += 1
-        if self.first_error is None:
-            self.first_error = trial.get_pickled_error() or trial.get_error()
+        if trial not in self._failed_trials:
+            self._failed_trials.append(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if trial.last_result and METRIC in trial.last_result:

@@ -56,8 +56,8 @@ def fit_bundle(
 ) -> dict[str, Any]:
     """Fit ``job`` with the settings ``fit`` and publish the bundle; reuse it when it exists."""
     from ..backbones import load_backbone
-    from ..fit import FitConfig
     from ..fit_clip import fit_clip
+    from ..settings import FitConfig
 
     rel = bundle_rel(job.clip_id, key)
     if bundle_ready(storage, rel):

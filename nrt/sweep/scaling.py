@@ -22,8 +22,8 @@ import numpy as np
 import ray
 import soundfile as sf
 
-from ..fit import FitConfig
 from ..runtime import connect
+from ..settings import FitConfig
 from ..storage import Storage, bundle_ready, bundle_rel
 from .config import Resources, SweepConfig, parse_param
 from .runner import run_sweep

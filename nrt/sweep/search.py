@@ -24,8 +24,9 @@ import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from ..fit import FitConfig
+from ..clap_notes import describe_clap
 from ..hub import cache_dir
+from ..settings import FitConfig
 from ..storage import (
     Storage,
     bundle_ready,
@@ -256,7 +257,6 @@ def register(
     seconds: float,
 ) -> dict[str, Any]:
     """Publish the clip's best trial: trials table and plot first, the registry entry last."""
-    from ..scoring import describe_clap  # loads transformers: only once a clip is done
 
     clip_id = job.clip_id
     done = [t for t in trials if t["status"] == "done" and math.isfinite(t["sum"])]
