@@ -67,13 +67,13 @@ from nrt.evaluate import (
     run_clip_unit,
     unit_outputs,
 )
-from nrt.fit import FitConfig
+from nrt.settings import FitConfig
 from nrt.inputs import EDIT_TYPES
 from nrt.manifest import CheckedClip, ManifestRow, load_clips
 from nrt.masks import ranges_to_sample_mask
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases
 from nrt.files import write_json, write_text
-from nrt.sample import SampleConfig
+from nrt.settings import SampleConfig
 from nrt.scoring import ReferenceScorer
 
 HERE = Path(__file__).resolve().parent

@@ -37,7 +37,8 @@ from nrt.mini.cases import write_cases
 from nrt.mini.clap import embedding_retrieval, retrieval_accuracy
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, Event, Scene, edit_cases, scene_for
 from nrt.files import write_json, write_text
-from nrt.sample import SampleConfig, sample
+from nrt.sample import sample
+from nrt.settings import SampleConfig
 from nrt.scoring import load_scorer
 
 GENERATION = SampleConfig(steps=50, guidance=3.0, scheduler="ddim")

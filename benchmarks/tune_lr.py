@@ -15,7 +15,8 @@ import time
 from nrt.audio import load_audio
 from nrt.backbones import load_backbone
 from nrt.edit import prepare_input
-from nrt.fit import FitConfig, fit
+from nrt.fit import fit
+from nrt.settings import FitConfig
 
 GRID = {"lora": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], "full": [1e-6, 1e-5, 1e-4]}
 
