@@ -39,7 +39,7 @@ expect.set_options(timeout=HANG_SECONDS * 1000)
 from nrt.storage import Storage, read_registry_entry, registry_rel, write_registry_entry  # noqa: E402
 from tests.service_setup import RATE, TOKEN, fit_tiny_bundle, publish, running_service  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray at a time (pytest -n)
+pytestmark = pytest.mark.slow
 MODEL = "tiny-audioldm2"
 
 SCREENSHOTS = os.environ.get("NRT_PAGE_SCREENSHOTS")

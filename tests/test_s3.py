@@ -30,7 +30,6 @@ from nrt.storage import (
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (pytest -n)
 BUCKET = "nrt-test"
 
 

@@ -29,7 +29,7 @@ from tests.service_setup import (  # noqa: E402
     BEST, CHANNELS, RATE, ROOT, TOKEN, fit_tiny_bundle, load_module, publish, running_service,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray at a time (pytest -n)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

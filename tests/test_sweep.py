@@ -26,7 +26,6 @@ optuna = pytest.importorskip("optuna")
 from nrt.sweep import fit_key, parse_param, read_clips, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (pytest -n)
 
 
 def _load_script():

@@ -26,7 +26,6 @@ from nrt.storage import Storage, read_registry_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (pytest -n)
 EXAMPLE_IDS = [row["id"] for row in csv.DictReader((ROOT / "examples" / "manifest.csv").open())]
 
 
