@@ -18,36 +18,6 @@ torch.set_num_threads(2)
 HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
 
 
-# The test modules that start Ray (a local Ray, Serve, `ray start`, the sweep script). They run
-# first, and under pytest-xdist (`-n 2`) all in one worker, in file order: one Ray at a time on
-# the machine, module fixtures set up once, and the longest share of the run started first.
-RAY_MODULES = ("test_sweep.py", "test_sweep_workers.py", "test_s3.py", "test_serve.py", "test_page.py")
-
-
-def runs_ray(nodeid: str) -> bool:
-    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in RAY_MODULES
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not runs_ray(item.nodeid))  # stable: file order kept within each part
-
-
-@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, a dev dependency
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Work units: the Ray modules together, every other module whole (its fixtures set up once)."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class RayTogether(LoadScopeScheduling):
-        def schedule(self) -> None:
-            self.config.option.loadscopereorder = False  # the collection's order: the Ray modules first
-            super().schedule()
-
-        def _split_scope(self, nodeid: str) -> str:
-            return "ray" if runs_ray(nodeid) else nodeid.split("::", 1)[0]
-
-    return RayTogether(config, log)
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
