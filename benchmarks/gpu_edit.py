@@ -95,13 +95,12 @@ from nrt.edit import interpolate
 from nrt.embedding import optimize_embedding
 from nrt.files import write_json
 from nrt.finetune import finetune_unet, fitted_unet
-from nrt.settings import DEFAULT_TUNE_LR, FitConfig
 from nrt.hub import cache_dir, ensure_dir
 from nrt.loss import ProbeSet
 from nrt.optimize import compiled
 from nrt.runtime import free_accelerator
 from nrt.sample import sample
-from nrt.settings import SampleConfig
+from nrt.settings import DEFAULT_TUNE_LR, FitConfig, SampleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMAT = 1  # bump when the checkpoints written here change

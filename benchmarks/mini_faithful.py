@@ -87,7 +87,7 @@ def share_bundles(runs: Path, out: Path) -> None:
         link.symlink_to(Path("..") / "bundles", target_is_directory=True)
 
 
-GAIN, DISTANCE = "ref_gain", "ref_logmel_l1"
+GAIN, CODEC_GAIN, DISTANCE = "ref_gain", "ref_codec_gain", "ref_logmel_l1"
 REFERENCE_ROWS = ("input", "t2a", "fill")
 
 
@@ -179,6 +179,7 @@ def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict
         ids = [i for i, t in types.items() if t == edit_type]
         for method in [*REFERENCE_ROWS, *methods]:
             gain, distance = per_clip(results, method, GAIN), per_clip(results, method, DISTANCE)
+            codec_gain = per_clip(results, method, CODEC_GAIN)
             have = [i for i in ids if i in distance]
             if not have:
                 continue
@@ -194,6 +195,7 @@ def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict
             for name, picks in selections:
                 d = {i: distance[i][v] for i, v in picks.items()}
                 g = {i: gain[i][v] for i, v in picks.items() if i in gain and v in gain[i]}
+                cg = {i: codec_gain[i][v] for i, v in picks.items() if i in codec_gain and v in codec_gain[i]}
                 values = sorted(set(picks.values()))
                 rows.append(
                     {
@@ -202,18 +204,20 @@ def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict
                         "selection": name,
                         "value": values[0] if len(values) == 1 and name != "reference" else None,
                         "gain": interval(list(g.values())),
+                        "codec_gain": interval(list(cg.values())),
                         "distance": interval(list(d.values())),
                     }
                 )
                 if name in ("fixed", "reference"):
                     at_fixed[(method, edit_type, GAIN)] = g
+                    at_fixed[(method, edit_type, CODEC_GAIN)] = cg
                     at_fixed[(method, edit_type, DISTANCE)] = d
     paired = []
     for edit_type in EDIT_TYPES:
         for ours in (m for m in methods if m in OURS):
             for other in [*BASELINES, "fill", "input", "t2a"]:
                 entry: dict[str, Any] = {"edit_type": edit_type, "ours": ours, "other": other}
-                for key, sign in ((GAIN, 1.0), (DISTANCE, -1.0)):  # both: > 0 means ours is closer
+                for key, sign in ((GAIN, 1.0), (CODEC_GAIN, 1.0), (DISTANCE, -1.0)):  # all: > 0 means ours is closer
                     a, b = at_fixed.get((ours, edit_type, key)), at_fixed.get((other, edit_type, key))
                     both = sorted(set(a or {}) & set(b or {}))
                     entry[key] = interval([sign * (a[i] - b[i]) for i in both]) if a and b else interval([])
@@ -245,8 +249,10 @@ def render(summary: dict) -> str:
         "Distance: log-mel L1 (dB) to the reference, the scene the edit should produce (lower is closer). "
         "Reference gain = (d(input, ref) − d(edit, ref)) / (d(input, ref) − d(codec(ref), ref)): 1 = as close as "
         "nrt-mini's codec allows, 0 = no closer than the input; undefined where the input is already within "
-        "0.5 dB of the codec's bound (n counts the cases where it is defined). Cells: mean over cases "
-        "[95 % Student-t interval].",
+        "0.5 dB of the codec's bound (n counts the cases where it is defined). Codec gain = "
+        "(d(codec(input), codec(ref)) − d(edit, codec(ref))) / d(codec(input), codec(ref)): the same inside the "
+        "codec's space, from what the codec makes of the input to what it makes of the reference, defined "
+        "wherever the two differ by 0.5 dB or more. Cells: mean over cases [95 % Student-t interval].",
         "",
         "## Chosen on the selection set (by distance, which every case has)",
         "",
@@ -262,26 +268,28 @@ def render(summary: dict) -> str:
         "",
         "## Report set",
         "",
-        "| edit type | method | selection | value | distance (dB) | n | gain | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| edit type | method | selection | value | distance (dB) | n | gain | n | codec gain | n |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["report"]["rows"]:
         value = "–" if r["value"] is None else f"{r['value']:g}"
         lines.append(
             f"| {r['edit_type']} | {r['method']} | {r['selection']} | {value} | {_cell(r['distance'])} | "
-            f"{r['distance']['n']} | {_cell(r['gain'])} | {r['gain']['n']} |"
+            f"{r['distance']['n']} | {_cell(r['gain'])} | {r['gain']['n']} | {_cell(r['codec_gain'])} | "
+            f"{r['codec_gain']['n']} |"
         )
     lines += [
         "",
         "## Paired differences at the fixed settings, case by case (> 0: ours is closer to the reference)",
         "",
-        "| edit type | ours | other | distance: d(other) − d(ours) | n | gain: ours − other | n |",
-        "|---|---|---|---|---|---|---|",
+        "| edit type | ours | other | distance: d(other) − d(ours) | n | gain: ours − other | n | "
+        "codec gain: ours − other | n |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["report"]["paired"]:
         lines.append(
             f"| {r['edit_type']} | {r['ours']} | {r['other']} | {_cell(r[DISTANCE])} | {r[DISTANCE]['n']} | "
-            f"{_cell(r[GAIN])} | {r[GAIN]['n']} |"
+            f"{_cell(r[GAIN])} | {r[GAIN]['n']} | {_cell(r[CODEC_GAIN])} | {r[CODEC_GAIN]['n']} |"
         )
     return "\n".join(lines) + "\n"
 

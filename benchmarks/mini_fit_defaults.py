@@ -67,14 +67,13 @@ from nrt.evaluate import (
     run_clip_unit,
     unit_outputs,
 )
-from nrt.settings import FitConfig
+from nrt.files import write_json, write_text
 from nrt.inputs import EDIT_TYPES
 from nrt.manifest import CheckedClip, ManifestRow, load_clips
 from nrt.masks import ranges_to_sample_mask
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases
-from nrt.files import write_json, write_text
-from nrt.settings import SampleConfig
 from nrt.scoring import ReferenceScorer
+from nrt.settings import FitConfig, SampleConfig
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE.parent / "nrt" / "mini" / "weights" / "t2a"

@@ -28,49 +28,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nrt.backbones import load_backbone
 from nrt.cli import main as nrt_main
-from nrt.mini.cases import write_cases
-from nrt.mini.clap import embedding_retrieval, retrieval_accuracy
-from nrt.mini.scenes import KINDS, SAMPLE_RATE, Event, Scene, edit_cases, scene_for
 from nrt.files import write_json, write_text
+from nrt.mini.cases import write_cases
+from nrt.mini.clap import embedding_retrieval, kind_aucs, kind_prompts, retrieval_accuracy
+from nrt.mini.scenes import KINDS, SAMPLE_RATE, edit_cases, scene_for
 from nrt.sample import sample
-from nrt.settings import SampleConfig
 from nrt.scoring import load_scorer
+from nrt.settings import SampleConfig
 
 GENERATION = SampleConfig(steps=50, guidance=3.0, scheduler="ddim")
 PARTS = ("clap", "generation", "edits")
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Probability that a positive outscores a negative (ties count half); None without both."""
-    pos, neg = scores[positive], scores[~positive]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
-def kind_prompts(scorer) -> torch.Tensor:
-    """One text embedding per kind: the mean of its solo scenes' captions over its variants."""
-    rows = []
-    for kind, spec in KINDS.items():
-        captions = sorted({Scene(events=(Event(kind, 0.5, 1.0, 0.8, v),), background=None, seed=1).caption(0)
-                           for v in range(spec.n_variants)})
-        rows.append(torch.nn.functional.normalize(scorer.embed_text(captions).mean(dim=0), dim=0))
-    return torch.stack(rows)
-
-
-def kind_aucs(prompts: torch.Tensor, audio: torch.Tensor, scenes) -> dict[str, float | None]:
-    cosines = (audio @ prompts.T).double().numpy()
-    return {
-        kind: auc(cosines[:, j], np.array([kind in s.kinds for s in scenes]))
-        for j, kind in enumerate(KINDS)
-    }
 
 
 def part_clap(scorer, n: int) -> dict:

@@ -645,6 +645,19 @@ def _print_reference(yardstick, scores: dict[str, float], path: str, model: str)
             f"  Gain        {gain:.3f}     (d(input, ref) - d(edit, ref)) / (d(input, ref) - d(codec(ref), ref)): "
             "1 as close as the codec allows, 0 no closer than the input"
         )
+    codec_gain = scores["ref_codec_gain"]
+    span = scores["codec_input_codec_ref_logmel_l1"]
+    if math.isnan(codec_gain):
+        print(
+            f"  Codec gain  undefined: codec(input) is within {yardstick.min_span_db:g} dB of codec(ref) "
+            f"(d(codec(input), codec(ref)) {span:.3f} dB)"
+        )
+    else:
+        print(
+            f"  Codec gain  {codec_gain:.3f}     (d(codec(input), codec(ref)) - d(edit, codec(ref))) / "
+            f"d(codec(input), codec(ref)), in the codec's space: d(edit, codec(ref)) "
+            f"{scores['ref_codec_logmel_l1']:.3f} dB, d(codec(input), codec(ref)) {span:.3f} dB"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -19,11 +19,22 @@ the input and the prompt:
   context). 1 is as close as the codec allows, 0 no closer than the input, below 0 further
   away than the input. Above 1 is possible: the reference itself scores above 1.
 
+- ``ref_codec_gain`` = (d(codec(input), codec(ref)) − d(edit, codec(ref))) / d(codec(input),
+  codec(ref)): the same question asked inside the codec's space, where every output of the
+  backbone lives. The target is codec(ref), the closest the backbone can come to the
+  reference, and the start is codec(input), what the backbone makes of the input when it
+  changes nothing; ``ref_codec_logmel_l1`` is d(edit, codec(ref)). 1 is codec(ref) itself, 0
+  no closer than the codec's copy of the input. Where the codec loses more than the edit
+  changes (the codec's own loss, d(codec(ref), ref), as large as d(input, ref)), ``ref_gain``
+  is undefined or swamped by that loss; ``ref_codec_gain`` is still defined, because codec(input)
+  and codec(ref) differ by what the edit must change.
+
 ``ref_gain`` is NaN (undefined) when the denominator, the clip's room, is below
 ``min_span_db`` (default 0.5 dB). At or below 0 the input is already as close to the reference
 as the codec's own output, so the clip cannot show progress; just above 0 a small difference
 between outputs becomes a large difference in gain (with 0.5 dB of room, 0.1 dB moves the gain
 by 0.2). Report such clips apart: counting them as 0 or dropping them silently both mislead.
+``ref_codec_gain`` is NaN by the same rule when d(codec(input), codec(ref)) is below it.
 nrt's JSON writers turn NaN into null.
 
 All of it is measured at the backbone's rate and band: every waveform is mixed to mono (the
@@ -68,8 +79,11 @@ REFERENCE_KEYS = (
     "ref_onset_precision",
     "ref_onset_recall",
     "ref_gain",
+    "ref_codec_logmel_l1",
+    "ref_codec_gain",
     "input_ref_logmel_l1",
     "codec_ref_logmel_l1",
+    "codec_input_codec_ref_logmel_l1",
 )
 
 
@@ -138,10 +152,16 @@ class ReferenceYardstick:
         # 2. The codec's bound: the reference as closely as the backbone can give it back.
         self.codec_reference = codec_round_trip(backbone, reference, mask)
         self.input_distance = self._distance(self._fit(input_wave))
-        self.codec_distance = self._distance(self._fit(self._mono(self.codec_reference, reference.sample_rate)))
+        codec_reference_wave = self._fit(self._mono(self.codec_reference, reference.sample_rate))
+        self.codec_distance = self._distance(codec_reference_wave)
         logger.debug("d(input, ref) = %.3f dB, d(codec(ref), ref) = %.3f dB", self.input_distance, self.codec_distance)
 
-        # 3. What CLAP and the onset detector make of the reference.
+        # 3. The same inside the codec's space: codec(input) as the start, codec(ref) as the target.
+        self._codec_reference_mel = _log_mel(codec_reference_wave, self.rate)
+        codec_input = codec_round_trip(backbone, input, mask)
+        self.codec_input_distance = self._codec_distance(self._fit(self._mono(codec_input, input.sample_rate)))
+
+        # 4. What CLAP and the onset detector make of the reference.
         self._e_ref = scorer.embed_audio([self.reference_wave], self.rate)
         self._ref_onsets = detect_onsets(self.reference_wave, self.rate, self.onset_config)
 
@@ -155,6 +175,12 @@ class ReferenceYardstick:
         if self.span < self.min_span_db:
             return math.nan
         return (self.input_distance - distance) / self.span
+
+    def codec_gain(self, codec_distance: float) -> float:
+        """The gain inside the codec's space of an output ``codec_distance`` dB from codec(ref); NaN when undefined."""
+        if self.codec_input_distance < self.min_span_db:
+            return math.nan
+        return (self.codec_input_distance - codec_distance) / self.codec_input_distance
 
     def score(self, outputs: Sequence[np.ndarray], rate: int) -> list[dict[str, float]]:
         """One dict of :data:`REFERENCE_KEYS` per output (``[frames]`` or ``[frames, channels]`` at ``rate``)."""
@@ -171,6 +197,7 @@ class ReferenceYardstick:
         rows = []
         for wave, cosine in zip(waves, cosines, strict=True):
             distance = self._distance(wave)
+            codec_distance = self._codec_distance(wave)
             onsets = onset_scores(
                 self._ref_onsets, detect_onsets(wave, self.rate, self.onset_config), self.onset_tolerance
             )
@@ -182,8 +209,11 @@ class ReferenceYardstick:
                     "ref_onset_precision": onsets.precision,
                     "ref_onset_recall": onsets.recall,
                     "ref_gain": self.gain(distance),
+                    "ref_codec_logmel_l1": codec_distance,
+                    "ref_codec_gain": self.codec_gain(codec_distance),
                     "input_ref_logmel_l1": self.input_distance,
                     "codec_ref_logmel_l1": self.codec_distance,
+                    "codec_input_codec_ref_logmel_l1": self.codec_input_distance,
                 }
             )
         return rows
@@ -201,6 +231,9 @@ class ReferenceYardstick:
 
     def _distance(self, wave: np.ndarray) -> float:
         return float(np.abs(_log_mel(wave, self.rate) - self._reference_mel).mean())
+
+    def _codec_distance(self, wave: np.ndarray) -> float:
+        return float(np.abs(_log_mel(wave, self.rate) - self._codec_reference_mel).mean())
 
 
 __all__ = [

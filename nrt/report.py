@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLAP_METRICS = ("sum", "text", "audio", "onset_f1", "text_filled")
-REFERENCE_METRICS = ("ref_gain", "ref_logmel_l1", "ref_clap", "ref_onset_f1")  # where the clips have references
+REFERENCE_METRICS = ("ref_gain", "ref_codec_gain", "ref_logmel_l1", "ref_clap", "ref_onset_f1")  # with references
 METRICS = CLAP_METRICS + REFERENCE_METRICS
 METRIC_TITLES = {
     "sum": "Sum",
@@ -38,6 +38,7 @@ METRIC_TITLES = {
     "onset_f1": "Onset F1",
     "text_filled": "Text (filled)",
     "ref_gain": "Ref. gain",
+    "ref_codec_gain": "Ref. gain (codec)",
     "ref_logmel_l1": "Ref. L1 (dB)",
     "ref_clap": "Ref. CLAP",
     "ref_onset_f1": "Ref. onset F1",
@@ -174,7 +175,10 @@ def build_curves(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
                 points.append(
                     {
                         "eta": eta,
-                        **{k: interval([r[k] for r in rows if k in r]) for k in ("text", "audio", "sum", "ref_gain")},
+                        **{
+                            k: interval([r[k] for r in rows if k in r])
+                            for k in ("text", "audio", "sum", "ref_gain", "ref_codec_gain")
+                        },
                     }
                 )
             curves[edit_type][method] = points

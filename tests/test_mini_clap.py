@@ -65,9 +65,10 @@ def test_featurize_equals_the_scorers_features(scorer: ClapScorer) -> None:
 
 def test_training_lowers_the_heldout_loss(tmp_path: Path) -> None:
     config = TrainConfig(steps=60, lr=1e-3, warmup=5, ema_decay=0.5, checkpoint_every=100)
+    # caption contrast alone: the hard negatives' batches are checked on their own below
     out = mini_clap.train_clap(
         tmp_path / "run", tmp_path / "out", bank_size=256, config=config, batch_size=8, device="cpu",
-        workers=1, progress=False,
+        workers=1, progress=False, hard_negatives=False,
     )
     base, tok, extractor = mini_clap.load_parts(tmp_path / "run" / "base")
     trained, _, _ = mini_clap.load_parts(out)
@@ -129,3 +130,58 @@ def test_smoke_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     printed = capsys.readouterr().out
     assert "trained to step 20/20" in printed and "retrieval on 16 held-out scenes" in printed
     assert ClapScorer.from_pretrained(out).embed_text(["two beeps"]).isfinite().all()
+
+
+def test_hard_negative_batches_pair_every_scene_with_a_one_event_variant(scorer: ClapScorer) -> None:
+    from nrt.mini.bank import SceneBank
+
+    extractor = scorer.feature_extractor
+    bank = SceneBank(16, workers=1, featurize=mini_clap.featurizer(extractor), progress=False)
+    batches = mini_clap.BankBatches(bank, scorer.tokenizer, 8, torch.device("cpu"), extractor=extractor)
+    try:
+        batch, again = batches(3), batches(3)
+    finally:
+        batches.close()
+    assert batch.input_features.shape == (8, 1, 256, 64) and batch.overlap.shape == (8, 8)
+    assert torch.equal(batch.input_features, again.input_features) and torch.equal(batch.overlap, again.overlap)
+    assert torch.equal(batch.overlap, batch.overlap.T) and torch.all(batch.overlap.diagonal() == 1)
+    # each variant shares content with its own scene (a swap in a one-event scene shares only a background)
+    pairs = batch.overlap[torch.arange(4), torch.arange(4) + 4]
+    assert (pairs < 1).sum() >= 1 and (pairs > 0).sum() >= 3, pairs
+    with pytest.raises(ValueError, match="even size"):
+        mini_clap.BankBatches(bank, scorer.tokenizer, 7, torch.device("cpu"), extractor=extractor)
+
+
+def test_the_content_term_pulls_audio_cosines_towards_shared_content(clap_dir: Path) -> None:
+    model, tok, extractor = mini_clap.load_parts(clap_dir)
+    model.eval()
+    scenes = [scene_for("heldout", i) for i in range(4)]
+    features = torch.from_numpy(mini_clap.featurize(extractor, np.stack([s.render(SAMPLE_RATE) for s in scenes])))
+    overlap = mini_clap.overlap_matrix(scenes)
+    batch = mini_clap.make_batch(tok, [s.caption(1) for s in scenes], features, mini_clap.content_keys(scenes), overlap)
+    with torch.no_grad():
+        plain = mini_clap.clap_loss(model, batch, content_weight=0.0)
+        weighted = mini_clap.clap_loss(model, batch, content_weight=2.0)
+        audio = model.get_audio_features(input_features=batch.input_features)
+        audio = getattr(audio, "pooler_output", audio)
+        audio = torch.nn.functional.normalize(audio, dim=-1)
+    error = (audio @ audio.T - overlap) ** 2
+    off = ~torch.eye(4, dtype=torch.bool)
+    terms = [error[m].mean() for m in (off & (overlap > 0), off & (overlap <= 0)) if m.any()]
+    assert float(weighted - plain) == pytest.approx(2.0 * float(sum(terms) / len(terms)), rel=1e-4)
+    assert float(weighted) > float(plain)
+
+
+def test_training_can_start_from_a_trained_clap(clap_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(steps=2, warmup=1, checkpoint_every=100)
+    with pytest.raises(ValueError, match="holds no trained CLAP"):
+        mini_clap.train_clap(tmp_path / "bad", tmp_path / "out", bank_size=8, config=config, batch_size=4,
+                             device="cpu", workers=1, progress=False, init=tmp_path)
+    mini_clap.train_clap(tmp_path / "run", tmp_path / "out", bank_size=8, config=config, batch_size=4,
+                         device="cpu", workers=1, progress=False, init=clap_dir)
+    start, _, _ = mini_clap.load_parts(tmp_path / "run" / "base")
+    init, _, _ = mini_clap.load_parts(clap_dir)
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), init.state_dict().values()))
+    assert (tmp_path / "run" / "base" / "tokenizer.json").read_bytes() == (clap_dir / "tokenizer.json").read_bytes()
+    summary = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert summary["init"] == str(clap_dir) and summary["hard_negatives"] and summary["step"] == 2

@@ -69,6 +69,35 @@ def test_codec_output_gains_exactly_one_and_the_input_exactly_zero(yardstick, ad
     for row in rows:
         assert row["input_ref_logmel_l1"] == yardstick.input_distance
         assert row["codec_ref_logmel_l1"] == yardstick.codec_distance
+        assert row["codec_input_codec_ref_logmel_l1"] == yardstick.codec_input_distance
+
+
+def test_the_codec_gain_measures_from_codec_input_to_codec_ref(backbone, yardstick, addition, cases) -> None:
+    from nrt.reference import codec_round_trip
+
+    input_clip, reference = addition
+    codec_input = codec_round_trip(backbone, input_clip)
+    outputs = [yardstick.codec_reference, codec_input, input_clip.samples, reference.samples, cases[3].target.render()]
+    codec, codec_in, unchanged, perfect, other = yardstick.score(outputs, SAMPLE_RATE)
+    assert codec["ref_codec_logmel_l1"] == 0.0 and codec["ref_codec_gain"] == 1.0
+    assert codec_in["ref_codec_logmel_l1"] == yardstick.codec_input_distance and codec_in["ref_codec_gain"] == 0.0
+    assert yardstick.codec_input_distance > 5.0  # the room: the edit has a whole event to add
+    # the input and the reference as they are lie between, the codec's loss counted against them
+    assert perfect["ref_codec_gain"] > 0.8 and unchanged["ref_codec_gain"] < 0.2
+    assert other["ref_codec_gain"] < 0.0
+
+
+def test_the_codec_gain_is_defined_where_the_codecs_loss_swamps_the_plain_gain(backbone, scorer, addition) -> None:
+    # a noisy reference, which the codec gives back 1.7 dB off, and an input only 0.9 dB off it
+    # (the reference 1 dB quieter): the plain gain has no room, the codec's space has
+    _, reference = addition
+    rng = np.random.default_rng(0)
+    noisy = _clip(reference.samples[:, 0] + 0.05 * rng.standard_normal(len(reference.samples)).astype(np.float32))
+    yardstick = ReferenceYardstick(backbone, scorer, _clip(noisy.samples[:, 0] * 0.9), noisy)
+    assert yardstick.input_distance < yardstick.codec_distance and yardstick.codec_input_distance > DEFAULT_MIN_SPAN_DB
+    [row] = yardstick.score([yardstick.codec_reference], SAMPLE_RATE)
+    assert math.isnan(row["ref_gain"])
+    assert row["ref_codec_gain"] == 1.0
 
 
 def test_scores_are_deterministic_and_one_at_a_time_equals_a_batch(
@@ -122,8 +151,8 @@ def test_the_gain_is_undefined_without_room(backbone, scorer, addition, yardstic
     same = ReferenceYardstick(backbone, scorer, input_clip, input_clip)  # the input is the reference
     assert same.span < DEFAULT_MIN_SPAN_DB
     (row,) = same.score([yardstick.codec_reference], SAMPLE_RATE)
-    assert math.isnan(row["ref_gain"])
-    assert all(math.isfinite(v) for k, v in row.items() if k != "ref_gain")
+    assert math.isnan(row["ref_gain"]) and math.isnan(row["ref_codec_gain"])  # nothing to change, in either space
+    assert all(math.isfinite(v) for k, v in row.items() if k not in ("ref_gain", "ref_codec_gain"))
     assert yardstick.gain(yardstick.codec_distance) == 1.0
 
 

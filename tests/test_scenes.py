@@ -7,6 +7,7 @@ import pytest
 
 from nrt.mini.scenes import (
     BACKGROUNDS,
+    CHANGES,
     CLIP_SECONDS,
     EDIT_TYPES,
     HELDOUT_PAIRS,
@@ -18,10 +19,12 @@ from nrt.mini.scenes import (
     caption_corpus,
     caption_vocabulary,
     caption_words,
+    content_overlap,
     edit_cases,
     find_mention,
     sample_scene,
     scene_for,
+    vary_scene,
 )
 
 REQUIRED_KINDS = ("beep", "siren", "knock", "bell", "hum", "rain", "click", "chirp", "footsteps", "burst")
@@ -388,3 +391,66 @@ def test_edit_case_validation():
         EditCase("Add 1", "addition", scene, scene, scene.caption(), None)
     with pytest.raises(ValueError, match="mask"):
         EditCase("add-000", "addition", scene, scene, scene.caption(), (0.1, 0.5))
+
+
+# --------------------------------------------------------------------------- one-event changes
+
+
+def test_each_change_changes_one_event_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    made = {change: 0 for change in CHANGES}
+    for index in range(200):
+        scene = scene_for("train", index)
+        for change in CHANGES:
+            variant = vary_scene(scene, rng, change)
+            if variant is None:  # a full scene takes no event more, a scene of one keeps it; a move or
+                # swap finds no place in 20 tries when the events fill the clip
+                assert change != "add" or len(scene.events) == 3
+                assert change != "remove" or len(scene.events) == 1
+                continue
+            made[change] += 1
+            assert variant.seed == scene.seed and variant.background == scene.background
+            assert not _has_pair(variant.kinds)  # a train scene's variant stays a train scene
+            before, after = set(scene.events), set(variant.events)
+            if change == "add":
+                assert before < after and len(after - before) == 1
+                assert (after - before).pop().kind not in scene.kinds
+            elif change == "remove":
+                assert after < before and len(before - after) == 1
+            else:
+                assert len(before - after) == len(after - before) == 1
+                old, new = (before - after).pop(), (after - before).pop()
+                if change == "move":
+                    assert (new.kind, new.variant, new.duration) == (old.kind, old.variant, old.duration)
+                    assert abs(new.onset - old.onset) >= 0.2
+                    assert content_overlap(scene, variant) == 1.0
+                else:
+                    assert new.kind not in scene.kinds
+            # the events both scenes hold render the same samples
+            shared = before & after
+            if shared and change != "move":
+                only = replace(scene, events=tuple(shared), background=None)
+                assert np.array_equal(only.render(), replace(variant, events=tuple(shared), background=None).render())
+    assert all(count > 20 for count in made.values()), made
+    with pytest.raises(ValueError, match="unknown change"):
+        vary_scene(scene_for("train", 0), rng, "shuffle")
+
+
+def test_content_overlap_counts_shared_events():
+    beep = Event("beep", 0.1, 0.3, 0.8, 0)
+    bell = Event("bell", 0.8, 1.0, 0.8, 0)
+    siren = Event("siren", 1.0, 1.2, 0.8, 0)
+    full = Scene((beep, bell, siren), None, 2)
+    assert content_overlap(full, full) == 1.0
+    # timing and level do not count, kind and variant do
+    moved = Scene((replace(beep, onset=0.5, level=0.3), bell, siren), None, 4)
+    assert content_overlap(full, moved) == 1.0
+    two, one = Scene((beep, bell), None, 2), Scene((beep,), None, 2)
+    assert content_overlap(full, two) == pytest.approx(2 / 3)
+    assert content_overlap(full, one) == pytest.approx(1 / 3)
+    assert content_overlap(two, full) == content_overlap(full, two)
+    assert content_overlap(one, Scene((siren,), None, 2)) == 0.0
+    assert content_overlap(one, Scene((replace(beep, variant=2),), None, 2)) == pytest.approx(0.5 / 1.5)
+    # a shared background counts half an event; a background on one side only enlarges it
+    assert content_overlap(Scene((beep,), "wind", 2), Scene((siren,), "wind", 2)) == pytest.approx(0.5 / 2.5)
+    assert content_overlap(Scene((beep,), "wind", 2), one) == pytest.approx(1 / 1.5)

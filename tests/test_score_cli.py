@@ -136,6 +136,7 @@ def test_reference_metrics_are_the_yardsticks(
     for key in REFERENCE_KEYS:
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key
     assert 0 < got["ref_gain"] < 1 and got["input_ref_logmel_l1"] > got["codec_ref_logmel_l1"]
+    assert got["ref_codec_gain"] < 1 and got["codec_input_codec_ref_logmel_l1"] > 0
     # the scores against the input are those of a run without --reference
     plain = _score_json(capsys, str(input_path), str(edit_path), PROMPT)
     assert not set(plain) & set(REFERENCE_KEYS) and "reference" not in plain
@@ -148,10 +149,11 @@ def test_reference_equal_to_the_input_gives_an_undefined_gain(
     input_path, edit_path = files
     got = _score_json(capsys, str(input_path), str(edit_path), PROMPT, "--reference", str(input_path))
     assert got["ref_gain"] is None and got["input_ref_logmel_l1"] == 0.0
+    assert got["ref_codec_gain"] is None and got["codec_input_codec_ref_logmel_l1"] == 0.0
     assert main(["score", str(input_path), str(edit_path), PROMPT, "--clap", "tiny", "--device", "cpu",
                  "--reference", str(input_path)]) == 0
     out = capsys.readouterr().out
-    assert "Against the reference" in out and "Gain        undefined" in out
+    assert "Against the reference" in out and "Gain        undefined" in out and "Codec gain  undefined" in out
     for label in ("Log-mel L1", "d(codec(ref), ref)", "cos(edit, ref)", "the reference's onsets"):
         assert label in out
 

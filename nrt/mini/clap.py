@@ -24,6 +24,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -59,6 +60,7 @@ MELS = 64
 SPEC_SIZE = 128
 VOCAB_SIZE = 1024
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap on exp(logit_scale), which otherwise can run away
+CONTENT_WEIGHT = 1.0  # weight of the audio-audio content term of clap_loss against InfoNCE
 # Rough statistics of the extractor's dB mels of scenes; training tracks the real ones.
 MEL_MEAN_DB, MEL_STD_DB = -58.0, 37.0
 MARKER = "config.json"
@@ -201,14 +203,14 @@ class ClapBatch:
     attention_mask: torch.Tensor  # [B, L]
     input_features: torch.Tensor  # [B, 1, frames, mels]
     positives: torch.Tensor  # [B, B] bool: caption i describes clip j (the diagonal, and same-content scenes)
+    overlap: torch.Tensor | None = None  # [B, B] float: the content clips i and j share (content_overlap)
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ClapBatch:
+        """The batch with ``fn`` applied to every tensor it holds."""
+        return ClapBatch(*(None if t is None else fn(t) for t in vars(self).values()))
 
     def to(self, device: torch.device | str) -> ClapBatch:
-        return ClapBatch(
-            self.input_ids.to(device, non_blocking=True),
-            self.attention_mask.to(device, non_blocking=True),
-            self.input_features.to(device, non_blocking=True),
-            self.positives.to(device, non_blocking=True),
-        )
+        return self.map(lambda t: t.to(device, non_blocking=True))
 
 
 def tokenize(tok: PreTrainedTokenizerBase, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,22 +225,44 @@ def content_keys(scenes: Sequence[Scene]) -> np.ndarray:
     return np.array([ids.setdefault(s.caption(0), len(ids)) for s in scenes], dtype=np.int64)
 
 
+def overlap_matrix(scenes: Sequence[Scene]) -> torch.Tensor:
+    """[N, N] :func:`nrt.mini.scenes.content_overlap` of every pair of ``scenes`` (1 on the diagonal)."""
+    from .scenes import content_overlap
+
+    n = len(scenes)
+    overlap = torch.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            overlap[i, j] = overlap[j, i] = content_overlap(scenes[i], scenes[j])
+    return overlap
+
+
 def make_batch(
-    tok: PreTrainedTokenizerBase, captions: Sequence[str], features: torch.Tensor, keys: np.ndarray
+    tok: PreTrainedTokenizerBase,
+    captions: Sequence[str],
+    features: torch.Tensor,
+    keys: np.ndarray,
+    overlap: torch.Tensor | None = None,
 ) -> ClapBatch:
     """A :class:`ClapBatch` on the CPU; ``keys`` mark which clips share content (:func:`content_keys`)."""
     input_ids, attention_mask = tokenize(tok, captions)
     same = torch.from_numpy(np.asarray(keys))
-    return ClapBatch(input_ids, attention_mask, features.float(), same[:, None] == same[None, :])
+    return ClapBatch(input_ids, attention_mask, features.float(), same[:, None] == same[None, :], overlap)
 
 
-def clap_loss(model: ClapModel, batch: ClapBatch) -> torch.Tensor:
+def clap_loss(model: ClapModel, batch: ClapBatch, content_weight: float = CONTENT_WEIGHT) -> torch.Tensor:
     """CLAP's symmetric InfoNCE: text->audio and audio->text cross-entropy, averaged.
 
     transformers' ``return_loss`` averages text->audio with itself (it transposes
     ``logits_per_audio`` back), so both directions are computed here. A clip whose content
     another caption of the batch also describes counts as a positive for it, sharing the
     target mass, rather than as a negative it must push away.
+
+    With ``batch.overlap`` (batches of :class:`BankBatches` with hard negatives) the audio
+    embeddings also learn to share content: ``content_weight`` times the squared difference
+    between cos(audio i, audio j) and the content the two clips share, averaged over the
+    pairs that share some and, apart, over those that share none, so that the few scenes
+    and their one-event variants weigh as much as the many unrelated pairs.
     """
     out = model(
         input_ids=batch.input_ids,
@@ -253,7 +277,16 @@ def clap_loss(model: ClapModel, batch: ClapBatch) -> torch.Tensor:
     targets = targets / targets.sum(dim=1, keepdim=True)
     text_to_audio = torch.nn.functional.cross_entropy(scale_t * text @ audio.T, targets)
     audio_to_text = torch.nn.functional.cross_entropy(scale_a * audio @ text.T, targets.T)
-    return (text_to_audio + audio_to_text) / 2
+    loss = (text_to_audio + audio_to_text) / 2
+    if batch.overlap is not None and content_weight > 0:
+        n = len(audio)
+        pairs = ~torch.eye(n, dtype=torch.bool, device=audio.device)
+        error = (audio @ audio.T - batch.overlap) ** 2
+        related = pairs & (batch.overlap > 0)
+        unrelated = pairs & (batch.overlap <= 0)
+        terms = [error[mask].mean() for mask in (related, unrelated) if mask.any()]
+        loss = loss + content_weight * sum(terms) / len(terms)
+    return loss
 
 
 def heldout_batch(extractor: ClapFeatureExtractor, tok: PreTrainedTokenizerBase, n: int, variant: int = 1) -> ClapBatch:
@@ -282,26 +315,63 @@ class BankBatches:
 
     The bank's batches are a function of the step, so preparing step + 1 in a thread while the
     device runs step changes nothing but the wait.
+
+    With ``extractor`` (hard negatives), half the batch comes from the bank and the other half
+    are the same scenes with one event changed (:func:`nrt.mini.scenes.vary_scene`: added,
+    removed, moved or swapped for another kind), rendered and featurized on the fly, with
+    their own captions; the batch carries the content overlap of every pair.
     """
 
     def __init__(
-        self, bank: SceneBank, tok: PreTrainedTokenizerBase, batch_size: int, device: torch.device, seed: int = 0
+        self,
+        bank: SceneBank,
+        tok: PreTrainedTokenizerBase,
+        batch_size: int,
+        device: torch.device,
+        seed: int = 0,
+        extractor: ClapFeatureExtractor | None = None,
     ) -> None:
         if bank.features is None:
             raise ValueError("the scene bank has no features; build it with featurize=featurizer(extractor)")
+        if extractor is not None and batch_size % 2:
+            raise ValueError(
+                f"a batch with hard negatives holds scene/variant pairs: use an even size, got {batch_size}"
+            )
         self.bank, self.tok, self.batch_size, self.device, self.seed = bank, tok, batch_size, device, seed
+        self.extractor = extractor
         self.keys = content_keys(bank.scenes)  # once, so a step does no per-scene work for them
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clap-batches")
         self._pending: tuple[int, Future] | None = None
 
     def _prepare(self, step: int) -> ClapBatch:
-        drawn = self.bank.batch(step, self.batch_size, seed=self.seed)
+        size = self.batch_size if self.extractor is None else self.batch_size // 2
+        drawn = self.bank.batch(step, size, seed=self.seed)
         if drawn.features is None:
             raise ValueError("CLAP training needs a scene bank rendered with its features (featurize)")
-        batch = make_batch(self.tok, drawn.captions, drawn.features, self.keys[drawn.indices])
+        if self.extractor is None:
+            batch = make_batch(self.tok, drawn.captions, drawn.features, self.keys[drawn.indices])
+        else:
+            batch = self._with_variants(step, drawn)
         if self.device.type == "cuda":
-            batch = ClapBatch(*(t.pin_memory() for t in vars(batch).values()))
+            batch = batch.map(torch.Tensor.pin_memory)
         return batch
+
+    def _with_variants(self, step: int, drawn) -> ClapBatch:
+        from .bank import CAPTION_VARIANTS
+        from .scenes import CHANGES, vary_scene
+
+        rng = np.random.default_rng([self.seed, step, 0xC1A9])
+        scenes = [self.bank.scenes[int(i)] for i in drawn.indices]
+        variants = []
+        for scene in scenes:
+            first = int(rng.integers(len(CHANGES)))
+            order = CHANGES[first:] + CHANGES[:first]  # the drawn change, else the next that applies
+            variants.append(next(v for v in (vary_scene(scene, rng, c) for c in order) if v is not None))
+        waves = np.stack([v.render(SAMPLE_RATE) for v in variants])
+        features = torch.cat([drawn.features, torch.from_numpy(featurize(self.extractor, waves))])
+        captions = [*drawn.captions, *(v.caption(int(rng.integers(CAPTION_VARIANTS))) for v in variants)]
+        both = [*scenes, *variants]
+        return make_batch(self.tok, captions, features, content_keys(both), overlap_matrix(both))
 
     def __call__(self, step: int) -> ClapBatch:
         if self._pending is not None and self._pending[0] == step:
@@ -338,30 +408,51 @@ def train_clap(
     device: str | torch.device = "auto",
     workers: int | None = None,
     progress: bool = True,
+    init: str | os.PathLike | None = None,
+    hard_negatives: bool = True,
+    content_weight: float = CONTENT_WEIGHT,
 ) -> Path:
     """Train (or continue training) nrt-mini's CLAP in ``run_dir``; write its EMA weights to ``out_dir``.
 
-    The untrained model is built once into ``run_dir/base``, so a continued run keeps its
-    tokenizer. ``out_dir`` gets the hub layout and a ``training.json`` summary, and is replaced
-    whole: a reader sees the old model or the new one.
+    The starting model is written once into ``run_dir/base``: an untrained one, or a copy of
+    the trained CLAP in ``init`` (its tokenizer and extractor included), so a continued run
+    keeps its tokenizer. With ``hard_negatives`` half of every batch are one-event variants of
+    the other half and the loss has its content term (:class:`BankBatches`, :func:`clap_loss`).
+    ``out_dir`` gets the hub layout and a ``training.json`` summary, and is replaced whole: a
+    reader sees the old model or the new one.
     """
     from .bank import SceneBank
 
     if batch_size < 2:
         raise ValueError(f"contrastive training needs a batch of at least 2, got {batch_size}")
+    if not (math.isfinite(content_weight) and content_weight >= 0):
+        raise ValueError(f"content_weight must be a finite number >= 0, got {content_weight!r}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    base = ensure_dir(run_dir / "base", lambda d: build_clap(d, seed=config.seed), MARKER)
+    if init is not None and not (Path(init) / MARKER).is_file():
+        raise ValueError(f"--init {init} holds no trained CLAP ({MARKER} is missing)")
+
+    def start(directory: Path) -> None:
+        if init is None:
+            build_clap(directory, seed=config.seed)
+        else:
+            model, tok, extractor = load_parts(init)
+            _save(model, tok, extractor, directory)
+
+    base = ensure_dir(run_dir / "base", start, MARKER)
     model, tok, extractor = load_parts(base)
 
     began = time.monotonic()
     bank = SceneBank(bank_size, workers=workers, featurize=featurizer(extractor), progress=progress)
     rendered = time.monotonic() - began
-    batches = BankBatches(bank, tok, batch_size, device, seed=config.seed)
+    batches = BankBatches(
+        bank, tok, batch_size, device, seed=config.seed, extractor=extractor if hard_negatives else None
+    )
     autocast = torch.bfloat16 if device.type == "cuda" else None
+    loss = functools.partial(clap_loss, content_weight=content_weight)
     try:
         result = train(
-            model.to(device), clap_loss, batches, config, run_dir, desc="clap", progress=progress, autocast=autocast
+            model.to(device), loss, batches, config, run_dir, desc="clap", progress=progress, autocast=autocast
         )
     finally:
         batches.close()
@@ -373,6 +464,9 @@ def train_clap(
         "loss": float(np.mean(result.losses[-100:])) if result.losses else None,
         "bank": bank_size,
         "batch_size": batch_size,
+        "init": None if init is None else str(init),
+        "hard_negatives": hard_negatives,
+        "content_weight": content_weight,
         "device": str(device),
         "render_seconds": round(rendered, 1),
         "train_seconds": round(trained, 1),
@@ -438,6 +532,40 @@ def retrieval_accuracy(scorer: WindowedClapScorer, scenes: Sequence[Scene], vari
     return embedding_retrieval(text, audio, keys=torch.from_numpy(content_keys(scenes)))
 
 
+def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a positive outscores a negative (ties count half); None without both."""
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def kind_prompts(scorer: WindowedClapScorer) -> torch.Tensor:
+    """[kinds, dim]: per event kind, the normalised mean text embedding of its solo scenes' captions."""
+    from .scenes import KINDS, Event, Scene
+
+    rows = []
+    for kind, spec in KINDS.items():
+        captions = sorted(
+            {
+                Scene((Event(kind, 0.5, 1.0, 0.8, v),), background=None, seed=1).caption(0)
+                for v in range(spec.n_variants)
+            }
+        )
+        rows.append(torch.nn.functional.normalize(scorer.embed_text(captions).mean(dim=0), dim=0))
+    return torch.stack(rows)
+
+
+def kind_aucs(prompts: torch.Tensor, audio: torch.Tensor, scenes: Sequence[Scene]) -> dict[str, float | None]:
+    """Per kind, the :func:`auc` of "the clip holds this kind" scored by its cosine with the kind's prompt."""
+    from .scenes import KINDS
+
+    cosines = (audio @ prompts.T).double().numpy()
+    return {kind: auc(cosines[:, j], np.array([kind in s.kinds for s in scenes])) for j, kind in enumerate(KINDS)}
+
+
 # Command line
 
 
@@ -458,6 +586,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the model and the batches")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="processes rendering the bank (default: CPU count)")
+    p.add_argument("--init", type=Path, help="start from this trained CLAP (hub layout) instead of an untrained one")
+    p.add_argument(
+        "--hard-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="half of each batch one-event variants of the other half, with the content term (default on)",
+    )
+    p.add_argument(
+        "--content-weight", type=float, default=CONTENT_WEIGHT, help="weight of the audio-audio content term"
+    )
     p.add_argument("--eval-scenes", type=int, default=200, help="held-out scenes for the final retrieval test")
     p.add_argument("--smoke", action="store_true", help="CI-sized run: 64 scenes, 20 steps, batch 8, temporary dirs")
     return p
@@ -484,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             workers=args.workers,
+            init=args.init,
+            hard_negatives=args.hard_negatives,
+            content_weight=args.content_weight,
         )
         summary = json.loads((out / "training.json").read_text())
         print(

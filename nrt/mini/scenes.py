@@ -1029,3 +1029,85 @@ def edit_cases(n_per_type: int = 10, seed: int = 0, duration: float = CLIP_SECON
         for edit_type in EDIT_TYPES
         for i in range(n_per_type)
     ]
+
+
+# --------------------------------------------------------------------------- one-event changes
+
+CHANGES = ("add", "remove", "move", "swap")
+_BACKGROUND_WEIGHT = 0.5  # a quiet bed counts half an event in content_overlap
+_OTHER_VARIANT = 0.5  # an event of the same kind but another variant shares half its content
+
+
+def vary_scene(scene: Scene, rng: np.random.Generator, change: str) -> Scene | None:
+    """``scene`` with one event changed, or None where ``change`` cannot apply.
+
+    ``add`` puts in an event of a kind the scene lacks; ``remove`` drops one (the scene keeps
+    at least one); ``move`` gives one event a new onset, content unchanged; ``swap`` replaces
+    one event by an event of another kind at the same onset. The seed is kept, so the events
+    both scenes hold render the same samples, as in an edit case. A train scene's change never
+    brings in both kinds of a held-out pair.
+    """
+    if change not in CHANGES:
+        raise ValueError(f"unknown change {change!r}; expected one of {', '.join(CHANGES)}")
+    events = list(scene.events)
+    clip_cs = _centis(scene.duration)
+    train = scene.seed % 2 == 0
+    index = int(rng.integers(len(events)))
+    kept = events[:index] + events[index + 1 :]
+    if change == "remove":
+        return replace(scene, events=tuple(kept)) if kept else None
+    for _ in range(20):
+        if change == "move":
+            old = events[index]
+            onset = int(rng.integers(0, clip_cs - round(old.duration * 100) + 1)) / 100
+            if abs(onset - old.onset) < 0.2:
+                continue
+            candidate = [*kept, replace(old, onset=onset)]
+        else:
+            present = set(scene.kinds)
+            pool = [k for k in KINDS if k not in present]
+            if change == "add" and len(events) >= MAX_EVENTS or not pool:
+                return None
+            kind = pool[int(rng.integers(len(pool)))]
+            if change == "add":
+                candidate = [*events, _draw_event(rng, kind, clip_cs)]
+            else:
+                new = _draw_event(rng, kind, clip_cs)
+                onset = min(events[index].onset, (clip_cs - round(new.duration * 100)) / 100)
+                candidate = [*kept, replace(new, onset=onset)]
+        if _spread(candidate) and not (train and _has_heldout_pair([e.kind for e in candidate])):
+            return replace(scene, events=tuple(candidate))
+    return None
+
+
+def _content(scene: Scene) -> list[tuple[str, int]]:
+    return [(e.kind, e.variant) for e in scene.events]
+
+
+def content_overlap(a: Scene, b: Scene) -> float:
+    """How much sound content two scenes share, 0 (nothing) to 1 (the same events and background).
+
+    A soft Jaccard index: events are matched one to one, 1 for the same kind and variant,
+    :data:`_OTHER_VARIANT` for the same kind in another variant (timing and level do not
+    count); a background weighs :data:`_BACKGROUND_WEIGHT` and is shared when both have the
+    same one. shared / (size(a) + size(b) − shared).
+    """
+    left, right = _content(a), _content(b)
+    shared = 0.0
+    unmatched = []
+    for item in left:  # exact matches first, then same kind in another variant
+        if item in right:
+            right.remove(item)
+            shared += 1.0
+        else:
+            unmatched.append(item)
+    for kind, _ in unmatched:
+        same = next((item for item in right if item[0] == kind), None)
+        if same is not None:
+            right.remove(same)
+            shared += _OTHER_VARIANT
+    size_a = len(a.events) + _BACKGROUND_WEIGHT * (a.background is not None)
+    size_b = len(b.events) + _BACKGROUND_WEIGHT * (b.background is not None)
+    if a.background is not None and a.background == b.background:
+        shared += _BACKGROUND_WEIGHT
+    return shared / (size_a + size_b - shared)
