@@ -578,20 +578,23 @@ def summarize_clip(config: EvalConfig, record: dict[str, Any]) -> dict[str, Any]
             "values": values,
             "oracle": choose_best(grid),
             "objective_spearman": objective_spearman([v for v in values if v["in_grid"]]),
+            "objective_spearman_codec": objective_spearman([v for v in values if v["in_grid"]], "ref_codec_gain"),
         }
     return summary
 
 
-def objective_spearman(values: Sequence[dict[str, Any]]) -> float | None:
+def objective_spearman(values: Sequence[dict[str, Any]], gain: str = "ref_gain") -> float | None:
     """How well the CLAP sum ranks a clip's grid by reference gain: Spearman's ρ over the grid.
+
+    ``gain`` names the gain: ``ref_gain``, or ``ref_codec_gain``, the gain inside the codec's space.
 
     None without references, with fewer than three values with a defined gain, or where either
     is constant over the grid (no ranking to agree with).
     """
     pairs = [
-        (v["sum"], v["ref_gain"])
+        (v["sum"], v[gain])
         for v in values
-        if isinstance(v.get("ref_gain"), float) and np.isfinite(v["ref_gain"]) and np.isfinite(v["sum"])
+        if isinstance(v.get(gain), float) and np.isfinite(v[gain]) and np.isfinite(v["sum"])
     ]
     if len(pairs) < 3:
         return None

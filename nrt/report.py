@@ -280,19 +280,23 @@ def render_markdown(results: dict[str, Any], table: list[dict[str, Any]], config
         if m in config.methods
     }
     agreement = results.get("objective_agreement", {})
-    if agreement:
+    codec_agreement = results.get("objective_agreement_codec", {})
+    if agreement or codec_agreement:
         lines += [
             "",
             "Does the sweep's objective pick good edits? Spearman's ρ between the CLAP sum and the reference "
             "gain over each clip's grid (mean over clips [95 % interval]; 1: the sum ranks the settings as the "
-            "reference does, 0: unrelated, < 0: reversed):",
+            "reference does, 0: unrelated, < 0: reversed), and with the codec gain:",
             "",
         ]
-        lines += [
-            f"- {EDIT_TYPE_TITLES.get(t, t)}, {METHOD_TITLES[m]}: {_cell(stats)} (n = {stats['n']})"
-            for t, methods in agreement.items()
-            for m, stats in methods.items()
-        ]
+        none = interval([])
+        for t in dict.fromkeys([*agreement, *codec_agreement]):
+            for m in dict.fromkeys([*agreement.get(t, {}), *codec_agreement.get(t, {})]):
+                plain, codec = agreement.get(t, {}).get(m, none), codec_agreement.get(t, {}).get(m, none)
+                lines.append(
+                    f"- {EDIT_TYPE_TITLES.get(t, t)}, {METHOD_TITLES[m]}: {_cell(plain)} (n = {plain['n']}); "
+                    f"codec gain {_cell(codec)} (n = {codec['n']})"
+                )
     if any(fit_times.values()):
         lines += [
             "",
@@ -309,12 +313,15 @@ def shown_metrics(table: list[dict[str, Any]]) -> tuple[str, ...]:
     return METRICS if with_reference else CLAP_METRICS
 
 
-def objective_agreement(results: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
-    """Per edit type and method, the mean over clips of the CLAP sum's Spearman ρ with the reference gain."""
+def objective_agreement(results: dict[str, Any], config: EvalConfig, key: str = "objective_spearman") -> dict[str, Any]:
+    """Per edit type and method, the mean over clips of the CLAP sum's Spearman ρ with the reference gain.
+
+    ``key``: ``objective_spearman`` (the reference gain) or ``objective_spearman_codec`` (the codec gain).
+    """
     out: dict[str, Any] = {}
     for clip in results["clips"]:
         for method, entry in clip["methods"].items():
-            rho = entry.get("objective_spearman")
+            rho = entry.get(key)
             if rho is not None:
                 out.setdefault(clip["edit_type"], {}).setdefault(method, []).append(rho)
     return {t: {m: interval(v) for m, v in methods.items()} for t, methods in out.items()}
@@ -506,6 +513,7 @@ def write_reports(results: dict[str, Any], root: Path, config: EvalConfig) -> di
         "table": table,
         "curves": curves,
         "objective_agreement": objective_agreement(results, config),
+        "objective_agreement_codec": objective_agreement(results, config, "objective_spearman_codec"),
     }
     files = [
         write_text(root / "table.md", render_markdown(results, table, config)),

@@ -165,16 +165,20 @@ def test_eval_with_references_measures_every_start_and_the_inversion_baseline(
         made = {(o["method"], o["value"]) for o in clip["outputs"]}
         assert {("lora-inversion", 0.5), ("lora-input", 1.0), ("ddpm-inversion", 1.0)} <= made
         for out in clip["outputs"]:
-            assert {"ref_logmel_l1", "ref_clap", "ref_onset_f1", "ref_gain"} <= set(out)
+            assert {"ref_logmel_l1", "ref_clap", "ref_onset_f1", "ref_gain", "ref_codec_gain"} <= set(out)
         unchanged = next(o for o in clip["outputs"] if o["method"] == "input")
         assert unchanged["ref_gain"] is None or unchanged["ref_gain"] == pytest.approx(0.0, abs=1e-9)
+        # the input as it is was never through the codec: in the codec's space it is not the start
+        assert unchanged["ref_codec_gain"] is None or unchanged["ref_codec_gain"] < 1.0
         for method in methods:
-            rho = clip["methods"][method]["objective_spearman"]
-            assert rho is None or -1.0 <= rho <= 1.0
+            for key in ("objective_spearman", "objective_spearman_codec"):
+                rho = clip["methods"][method][key]
+                assert rho is None or -1.0 <= rho <= 1.0
     assert (output / "audio" / "add-1" / "lora-inversion-0.50.wav").is_file()
     assert len(list((output / "bundles" / "add-1").iterdir())) == 1  # the starts share the lora fit
     table = (output / "table.md").read_text()
     assert "Ref. gain" in table and "Ours (LoRA), from its inversion" in table and "DDPM inversion" in table
+    assert "Ref. gain (codec)" in table
     data = (output / "reference_gain.png").read_bytes()
     assert data[:8] == PNG_MAGIC
     with open(output / "table.csv", newline="") as f:
@@ -381,3 +385,21 @@ def test_interval_is_the_student_t_interval_of_the_mean() -> None:
     assert got["mean"] == pytest.approx(0.55) and got["n"] == 4
     assert (got["lo"], got["hi"]) == (pytest.approx(0.55 - half), pytest.approx(0.55 + half))
     assert interval([0.3]) == {"mean": 0.3, "lo": None, "hi": None, "n": 1}
+
+
+def test_the_objectives_agreement_is_measured_with_either_gain() -> None:
+    from nrt.evaluate import objective_spearman
+    from nrt.report import objective_agreement
+
+    grid = [
+        {"sum": 0.1, "ref_gain": float("nan"), "ref_codec_gain": 0.3},
+        {"sum": 0.2, "ref_gain": float("nan"), "ref_codec_gain": 0.2},
+        {"sum": 0.3, "ref_gain": float("nan"), "ref_codec_gain": 0.1},
+    ]
+    assert objective_spearman(grid) is None  # the plain gain is undefined on every value
+    assert objective_spearman(grid, "ref_codec_gain") == pytest.approx(-1.0)  # the sum ranks them backwards
+    results = {"clips": [{"edit_type": "addition", "methods": {"lora": {
+        "objective_spearman": None, "objective_spearman_codec": -1.0}}}]}
+    assert objective_agreement(results, None) == {}
+    codec = objective_agreement(results, None, "objective_spearman_codec")
+    assert codec["addition"]["lora"]["mean"] == -1.0 and codec["addition"]["lora"]["n"] == 1
