@@ -207,7 +207,13 @@ class ClapBatch:
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ClapBatch:
         """The batch with ``fn`` applied to every tensor it holds."""
-        return ClapBatch(*(None if t is None else fn(t) for t in vars(self).values()))
+        return ClapBatch(
+            fn(self.input_ids),
+            fn(self.attention_mask),
+            fn(self.input_features),
+            fn(self.positives),
+            None if self.overlap is None else fn(self.overlap),
+        )
 
     def to(self, device: torch.device | str) -> ClapBatch:
         return self.map(lambda t: t.to(device, non_blocking=True))
