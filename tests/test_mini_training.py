@@ -1,8 +1,13 @@
 """nrt-mini's text-to-audio training: a smoke run writes a loadable model, and a stopped run continues."""
 
+import json
+
+import pytest
 import torch
 
-from nrt.backbones.tango import load_tango
+from nrt.backbones.tango import load_tango, load_weights
+from nrt.errors import ModelNotFoundError
+from nrt.mini.bank import SceneBank
 from nrt.mini import train_t2a
 from nrt.mini.training import CHECKPOINT, TrainConfig
 
@@ -34,6 +39,23 @@ def test_training_continues_from_its_checkpoint_and_writes_a_loadable_model(tmp_
     assert written_matches("ema") and not written_matches("model")
     assert train_t2a.main([*common, "--steps", "5", "--weights", "raw"]) == 0
     assert written_matches("model") and not written_matches("ema")
+
+    # a new run started from the written model begins with its weights and its codec statistics
+    bank = SceneBank(8, workers=1, progress=False)
+    parts = train_t2a.build_parts(bank, torch.device("cpu"), seed=1, init=out)
+    loaded = load_tango(out)
+    assert all(torch.equal(parts.model.unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())
+    text = loaded.text_encoder.state_dict()
+    assert all(torch.equal(v, text[k].float()) for k, v in parts.model.text_encoder.state_dict().items())
+    fresh = train_t2a.build_parts(bank, torch.device("cpu"), seed=1)
+    assert not torch.equal(fresh.model.unet.conv_in.weight, parts.model.unet.conv_in.weight)
+    vae = load_weights(out / "pytorch_model_vae.bin")
+    assert torch.equal(parts.codec.mean, vae["mean"]) and torch.equal(parts.codec.std, vae["std"])
+    init = ["--smoke", "--workers", "1", "--device", "cpu", "--steps", "2", "--init", str(out)]
+    assert train_t2a.main([*init, "--run-dir", str(tmp_path / "run2"), "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "main_config.json").read_text())["init"] == str(out)
+    with pytest.raises(ModelNotFoundError, match="holds no trained nrt-mini"):
+        train_t2a.build_parts(bank, torch.device("cpu"), seed=1, init=tmp_path)
 
 
 def test_the_learning_rate_warms_up_then_decays_over_steps_or_time():

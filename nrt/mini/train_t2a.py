@@ -2,7 +2,9 @@
 
     python -m nrt.mini.train_t2a --run-dir runs/t2a --out nrt/mini/weights/t2a --minutes 60
 
-Running the same command again continues from ``run-dir/checkpoint.pt``. The model written
+Running the same command again continues from ``run-dir/checkpoint.pt``. ``--init DIR`` starts a
+new run from a trained model (the shipped one: ``--init nrt/mini/weights/t2a``) instead of from
+random weights; its codec statistics are kept. The model written
 to ``--out`` (TANGO layout; the EMA weights, or the raw ones with ``--weights raw``) loads
 with ``nrt ... --model DIR``. ``--smoke`` trains a few steps on a handful of scenes: what CI
 runs.
@@ -11,9 +13,8 @@ runs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from diffusers import DDPMScheduler
 from ..backbones.mel import MelFrontEnd, StftConfig
 from ..backbones.patch import PatchAutoencoder
 from ..backbones.tango import sd21_scheduler
+from ..files import replace_dir
 from ..loss import prediction_target
 from .bank import SceneBank
 from .model import PATCH, PREDICTION_TYPE, STFT_CONFIG, T2A_DIR, TextToAudio, tokenizer, write_model
@@ -49,19 +51,43 @@ class Parts:
     frames: int  # mel frames per training clip, a multiple of the whole downsampling
 
 
-def build_parts(bank: SceneBank, device: torch.device, seed: int) -> Parts:
+def load_trained(directory: Path, model: TextToAudio, codec: PatchAutoencoder, tok: Any) -> None:
+    """Load a model written by :func:`write_model` into ``model`` and ``codec`` (float32)."""
+    from ..backbones.tango import load_weights, split_prefix
+    from ..errors import ModelNotFoundError
+
+    directory = Path(directory)
+    if not (directory / "pytorch_model_main.bin").is_file():
+        raise ModelNotFoundError(f"--init {directory} holds no trained nrt-mini (pytorch_model_main.bin is missing)")
+    saved = (directory / "text_encoder" / "tokenizer.json").read_text(encoding="utf-8")
+    if json.loads(saved)["model"]["vocab"] != json.loads(tok.backend_tokenizer.to_str())["model"]["vocab"]:
+        raise ModelNotFoundError(f"--init {directory} has another vocabulary than this version of nrt-mini")
+    main = load_weights(directory / "pytorch_model_main.bin")
+    model.unet.load_state_dict({k: v.float() for k, v in split_prefix(main, "unet.").items()})
+    text = {k: v.float() for k, v in split_prefix(main, "text_encoder.").items()}
+    model.text_encoder.load_state_dict(text, strict=False)  # embed_tokens is tied to shared
+    model.text_encoder.tie_weights()
+    vae = load_weights(directory / "pytorch_model_vae.bin")
+    codec.load_state_dict({k: v.float() for k, v in vae.items() if k in codec.state_dict()})
+
+
+def build_parts(bank: SceneBank, device: torch.device, seed: int, init: Path | None = None) -> Parts:
     tok = tokenizer()
-    model = TextToAudio.create(len(tok), seed).to(device)
+    model = TextToAudio.create(len(tok), seed)
     front = MelFrontEnd(StftConfig.from_dict(STFT_CONFIG)).to(device)
-    codec = PatchAutoencoder(STFT_CONFIG["n_mel_channels"], PATCH).to(device)
+    codec = PatchAutoencoder(STFT_CONFIG["n_mel_channels"], PATCH)
     multiple = PATCH * 2 ** (len(model.unet.config.down_block_types) - 1)
     frames = (bank.waves.shape[1] // STFT_CONFIG["hop_length"] + 1) // multiple * multiple
+    if init is not None:
+        load_trained(init, model, codec, tok)
+    model, codec = model.to(device), codec.to(device)
     # standardise with the statistics of the first scenes: deterministic, so a resumed run agrees
     with torch.no_grad():
-        waves = bank.waves[: min(len(bank), STATS_SCENES)].to(device).float() / 32767
-        mel = torch.cat([front(w)[:, :frames] for w in waves.split(256)])
-        codec.mean.copy_(mel.mean(dim=(0, 1)))
-        codec.std.fill_(float((mel - codec.mean).std()))
+        if init is None:
+            waves = bank.waves[: min(len(bank), STATS_SCENES)].to(device).float() / 32767
+            mel = torch.cat([front(w)[:, :frames] for w in waves.split(256)])
+            codec.mean.copy_(mel.mean(dim=(0, 1)))
+            codec.std.fill_(float((mel - codec.mean).std()))
     scheduler = DDPMScheduler.from_config(sd21_scheduler(PREDICTION_TYPE))
     return Parts(model, codec, front, scheduler, tok, frames)
 
@@ -100,13 +126,11 @@ def loss_fn(model: TextToAudio, data: dict) -> torch.Tensor:
 
 
 def write_atomically(out: Path, parts: Parts, model: TextToAudio, extra: dict) -> Path:
+    """Write the model to ``out``, swapped in whole: a reader sees the old model or the new one."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    write_model(staging, model.cpu(), parts.codec.cpu(), parts.tokenizer, extra)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
+    return replace_dir(
+        out, lambda staging: write_model(staging, model.cpu(), parts.codec.cpu(), parts.tokenizer, extra)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=None, help="processes that render scenes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start a new run from this trained model (e.g. nrt/mini/weights/t2a)"
+    )
     parser.add_argument(
         "--weights",
         choices=("ema", "raw"),
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     bank = SceneBank(args.bank, CLIP_SECONDS, workers=args.workers)
     if device.type == "cuda":
         bank.waves = bank.waves.to(device)
-    parts = build_parts(bank, device, args.seed)
+    parts = build_parts(bank, device, args.seed, args.init)
     config = TrainConfig(
         steps=args.steps,
         lr=args.lr,
@@ -168,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         autocast=torch.bfloat16 if device.type == "cuda" else None,
     )
     extra = {"trained_steps": result.step, "batch_size": args.batch_size, "bank": args.bank, "weights": args.weights}
+    if args.init is not None:
+        extra["init"] = str(args.init)
     out = write_atomically(args.out, parts, result.ema if args.weights == "ema" else result.model, extra)
     recent = result.losses[-100:]
     print(
