@@ -23,6 +23,7 @@ what is done (``nrt eval`` resumes on its own).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -35,6 +36,7 @@ from nrt.cli import main as nrt_main
 from nrt.files import write_json, write_text
 from nrt.mini.cases import write_cases
 from nrt.mini.clap import embedding_retrieval, kind_aucs, kind_prompts, retrieval_accuracy
+from nrt.mini.model import CLAP_DIR
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, edit_cases, scene_for
 from nrt.sample import sample
 from nrt.scoring import load_scorer
@@ -42,6 +44,15 @@ from nrt.settings import SampleConfig
 
 GENERATION = SampleConfig(steps=50, guidance=3.0, scheduler="ddim")
 PARTS = ("clap", "generation", "edits")
+
+
+def clap_weights() -> str:
+    """Which CLAP weights scored a part: the first 12 hex digits of their file's SHA-256, and how they were trained."""
+    directory = CLAP_DIR
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()[:12]
+    training = json.loads((directory / "training.json").read_text())
+    how = "with one-event hard negatives" if training.get("hard_negatives") else "on captions alone"
+    return f"{digest} (trained {how}, step {training['step']})"
 
 
 def part_clap(scorer, n: int) -> dict:
@@ -88,6 +99,11 @@ def part_edits(root: Path, per_type: int) -> dict:
     return {"cases": 3 * per_type, "run": str(run), "table": (run / "table.md").read_text(encoding="utf-8")}
 
 
+def _scored_by(part: dict) -> str:
+    weights = part.get("clap_weights", "an earlier CLAP, the first one, trained on captions alone (not recorded)")
+    return f"Scored by nrt-mini's CLAP {weights}."
+
+
 def render(results: dict) -> str:
     lines = ["# nrt-mini quality", ""]
     if "clap" in results:
@@ -96,7 +112,7 @@ def render(results: dict) -> str:
                   f"{c['n']} scenes: text→audio top-1 {c['text_to_audio']:.1%}, audio→text {c['audio_to_text']:.1%} "
                   f"(chance {c['chance']:.1%}); counting same-content scenes {c['text_to_audio_content']:.1%} / "
                   f"{c['audio_to_text_content']:.1%}; cosine matched {c['matched_cosine']:.3f}, "
-                  f"shuffled {c['mismatched_cosine']:.3f}.", ""]
+                  f"shuffled {c['mismatched_cosine']:.3f}.", "", _scored_by(c), ""]
     if "generation" in results:
         g = results["generation"]
         gen, real = g["generated"], g["real"]
@@ -115,10 +131,10 @@ def render(results: dict) -> str:
         for kind in KINDS:
             a, b = g["kind_auc_generated"][kind], g["kind_auc_real"][kind]
             lines.append(f"| {kind} | {'—' if a is None else f'{a:.2f}'} | {'—' if b is None else f'{b:.2f}'} |")
-        lines.append("")
+        lines += ["", _scored_by(g), ""]
     if "edits" in results:
         e = results["edits"]
-        lines += [f"## Editing: {e['cases']} held-out cases, `nrt eval` protocol", "",
+        lines += [f"## Editing: {e['cases']} held-out cases, `nrt eval` protocol", "", _scored_by(e), "",
                   e["table"], ""]
     return "\n".join(lines)
 
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             results["generation"] = part_generation(scorer, args.generate)
         else:
             results["edits"] = part_edits(args.out, args.cases)
+        results[part]["clap_weights"] = clap_weights()
         write_json(saved, results)
     report = render(results)
     write_text(args.out / "quality.md", report)
