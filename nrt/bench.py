@@ -149,9 +149,10 @@ def run_bench(args: argparse.Namespace) -> Iterator[str]:
         yield f"{'nrt edit, ' + format(args.edit_seconds, 'g') + ' s clip':<30} {seconds:8.1f} s in all (default fit, 1 output)"
 
 
-def time_edit(model: str, device: str, dtype: str, seconds: float) -> float:
+def time_edit(model: str, device: str, dtype: str, seconds: float, sampling: SampleConfig | None = None) -> float:
     """Wall seconds of an edit as ``nrt edit`` makes it (the model loaded, its default fit, one
-    output at η 0.5 written) of a generated scene of ``seconds``."""
+    output at η 0.5 written) of a generated scene of ``seconds``; ``sampling`` replaces the
+    default sampling settings."""
     import tempfile
     from pathlib import Path
 
@@ -181,7 +182,7 @@ def time_edit(model: str, device: str, dtype: str, seconds: float) -> float:
             bundle_path = Path(tmp) / "edit.bundle"
             fit_clip(backbone, clip, prompt, fit_config(model), bundle_path, overwrite=True, progress=False)
             bundle = load_bundle(bundle_path, backbone.info)
-            outputs = generate(backbone, bundle, [0.5], SampleConfig(), 0, progress=False)
+            outputs = generate(backbone, bundle, [0.5], sampling or SampleConfig(), 0, progress=False)
             write_audio(Path(tmp) / "edit.wav", outputs[0], clip.sample_rate)
             elapsed = time.perf_counter() - start
         finally:

@@ -144,8 +144,11 @@ def test_models_and_bench(capsys, tiny_dir):
 def test_bench_times_a_whole_edit_at_the_models_defaults():
     from nrt.bench import time_edit
 
-    # the built-in tiny model's defaults are a few steps: this checks the path, not a speed
-    seconds = time_edit("tiny", "cpu", "fp32", 1.0)
+    from nrt.settings import SampleConfig
+
+    # the built-in tiny model's fit is a few steps, and sampling is cut to three: this checks the
+    # path, not a speed
+    seconds = time_edit("tiny", "cpu", "fp32", 1.0, SampleConfig(steps=3))
     assert 0 < seconds < float("inf")
     with pytest.raises(InputError, match="--edit-seconds"):
         time_edit("tiny", "cpu", "fp32", 0.1)
