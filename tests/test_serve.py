@@ -292,7 +292,9 @@ def test_a_clip_whose_best_starts_from_its_inversion_is_edited_from_it(service, 
 
 # -- limits ------------------------------------------------------------------------------------------
 def test_edits_past_the_queue_get_503_not_a_hang(service):
-    slow = {"steps": 100, "seed": 3}
+    # one edit runs, the queue holds the next (max_queued_requests 2), the rest get 503 within a
+    # second; 20 steps of the toy model keep the first busy several times longer than that
+    slow = {"steps": 20, "seed": 3}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(edit, service, "beep", **slow) for _ in range(8)]
         responses = [f.result(timeout=HANG_SECONDS) for f in futures]
