@@ -185,3 +185,6 @@ def test_training_can_start_from_a_trained_clap(clap_dir: Path, tmp_path: Path) 
     assert (tmp_path / "run" / "base" / "tokenizer.json").read_bytes() == (clap_dir / "tokenizer.json").read_bytes()
     summary = json.loads((tmp_path / "out" / "training.json").read_text())
     assert summary["init"] == str(clap_dir) and summary["hard_negatives"] and summary["step"] == 2
+    # the tokenizer is written as it was read, not with the padding and truncation batching set
+    written = json.loads((tmp_path / "out" / "tokenizer.json").read_text())
+    assert written["padding"] is None and written["truncation"] is None

@@ -480,7 +480,10 @@ def train_clap(
     logger.info("clap: step %d, loss %s; writing %s", result.step, summary["loss"], out_dir)
 
     def write(directory: Path) -> None:
-        _save(result.ema.to("cpu"), tok, extractor, directory)
+        from transformers import AutoTokenizer
+
+        # the tokenizer as it was written, not as batching left it (with padding and truncation set)
+        _save(result.ema.to("cpu"), AutoTokenizer.from_pretrained(base), extractor, directory)
         (directory / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     replace_dir(out_dir, write)
