@@ -132,6 +132,7 @@ def measure(directory: str, args: argparse.Namespace) -> dict:
         "cases": part_cases(scorer, args.cases),
         "retrieval": retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(args.scenes)]),
         "kind_auc": part_kinds(scorer, args.kind_scenes),
+        "kind_scenes": args.kind_scenes,
         "removal": part_removal(scorer, args.removal_scenes),
     }
     result["seconds"] = round(time.monotonic() - began, 1)
@@ -153,8 +154,9 @@ def render(results: dict[str, dict], command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Held out throughout. Edit cases: {first['cases']['n']} (`edit_cases`, seed 0); retrieval among "
-        f"{first['retrieval']['n']} held-out scenes; kinds on the first {len(first['kind_auc'])} kinds over "
-        f"held-out renders; removal curve over {first['removal']['n']} held-out scenes of three events.",
+        f"{first['retrieval']['n']} held-out scenes; per-kind AUC over the renders of the first "
+        f"{first['kind_scenes']} held-out scenes; removal curve over {first['removal']['n']} held-out scenes of "
+        "three events.",
         "",
         "## Edit cases: is the input closer to its target than to an unrelated scene?",
         "",

@@ -100,8 +100,9 @@ def part_edits(root: Path, per_type: int) -> dict:
 
 
 def _scored_by(part: dict) -> str:
-    weights = part.get("clap_weights", "an earlier CLAP, the first one, trained on captions alone (not recorded)")
-    return f"Scored by nrt-mini's CLAP {weights}."
+    if "clap_weights" not in part:  # measured before the weights were recorded: the first CLAP's time
+        return "Scored by the first nrt-mini CLAP, trained on captions alone (its weights were not recorded then)."
+    return f"Scored by nrt-mini's CLAP {part['clap_weights']}."
 
 
 def render(results: dict) -> str:
