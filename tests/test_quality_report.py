@@ -1,4 +1,4 @@
-"""The saved nrt-mini quality results still render with the benchmark's current code."""
+"""The saved nrt-mini quality and CLAP results still render with the benchmarks' current code."""
 
 import importlib.util
 import json
@@ -24,9 +24,21 @@ def test_the_saved_results_render_to_the_committed_report(mini_quality) -> None:
     assert mini_quality.render(results) == (RESULTS / "quality.md").read_text(encoding="utf-8")
 
 
-def test_auc_counts_ties_half_and_needs_both_classes(mini_quality) -> None:
+def test_auc_counts_ties_half_and_needs_both_classes() -> None:
+    from nrt.mini.clap import auc
+
     scores = np.array([0.9, 0.5, 0.5, 0.1])
     positive = np.array([True, True, False, False])
     # pairs (pos, neg): 0.9>0.5, 0.9>0.1, 0.5=0.5 (half), 0.5>0.1 -> 3.5 of 4
-    assert mini_quality.auc(scores, positive) == pytest.approx(0.875)
-    assert mini_quality.auc(scores, np.ones(4, dtype=bool)) is None
+    assert auc(scores, positive) == pytest.approx(0.875)
+    assert auc(scores, np.ones(4, dtype=bool)) is None
+
+
+def test_the_saved_clap_results_render_to_the_committed_report() -> None:
+    spec = importlib.util.spec_from_file_location("mini_clap", ROOT / "benchmarks" / "mini_clap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    saved = json.loads((ROOT / "benchmarks" / "results" / "mini_clap" / "clap.json").read_text(encoding="utf-8"))
+    rendered = module.render(saved["results"], saved["command"])
+    assert rendered == (ROOT / "benchmarks" / "results" / "mini_clap" / "clap.md").read_text(encoding="utf-8")
+    assert "| all: closer than unrelated (median gap) | 89.3% (+0.673) | 95.3% (+0.515) |" in rendered
