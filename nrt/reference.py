@@ -91,6 +91,11 @@ def _log_mel(wave: np.ndarray, rate: int) -> np.ndarray:
     return log_mel(wave, rate, norm=None, floor_db=FULL_SCALE_DB + FLOOR_DB)
 
 
+def _l1(mel: np.ndarray, target: np.ndarray) -> float:
+    """The log-mel L1 distance in dB between two spectrograms of the same shape."""
+    return float(np.abs(mel - target).mean())
+
+
 def codec_round_trip(backbone: Backbone, clip: AudioClip, mask: Sequence[Range] | None = None) -> np.ndarray:
     """``clip`` encoded and decoded by ``backbone`` as an edit is: at the clip's rate, length and channels.
 
@@ -152,14 +157,15 @@ class ReferenceYardstick:
         # 2. The codec's bound: the reference as closely as the backbone can give it back.
         self.codec_reference = codec_round_trip(backbone, reference, mask)
         self.input_distance = self._distance(self._fit(input_wave))
-        codec_reference_wave = self._fit(self._mono(self.codec_reference, reference.sample_rate))
-        self.codec_distance = self._distance(codec_reference_wave)
+        self._codec_reference_mel = _log_mel(
+            self._fit(self._mono(self.codec_reference, reference.sample_rate)), self.rate
+        )
+        self.codec_distance = _l1(self._codec_reference_mel, self._reference_mel)
         logger.debug("d(input, ref) = %.3f dB, d(codec(ref), ref) = %.3f dB", self.input_distance, self.codec_distance)
 
         # 3. The same inside the codec's space: codec(input) as the start, codec(ref) as the target.
-        self._codec_reference_mel = _log_mel(codec_reference_wave, self.rate)
-        codec_input = codec_round_trip(backbone, input, mask)
-        self.codec_input_distance = self._codec_distance(self._fit(self._mono(codec_input, input.sample_rate)))
+        codec_input = self._fit(self._mono(codec_round_trip(backbone, input, mask), input.sample_rate))
+        self.codec_input_distance = _l1(_log_mel(codec_input, self.rate), self._codec_reference_mel)
 
         # 4. What CLAP and the onset detector make of the reference.
         self._e_ref = scorer.embed_audio([self.reference_wave], self.rate)
@@ -196,8 +202,9 @@ class ReferenceYardstick:
         cosines = (embeddings @ reference.T)[:, 0].numpy()
         rows = []
         for wave, cosine in zip(waves, cosines, strict=True):
-            distance = self._distance(wave)
-            codec_distance = self._codec_distance(wave)
+            mel = _log_mel(wave, self.rate)
+            distance = _l1(mel, self._reference_mel)
+            codec_distance = _l1(mel, self._codec_reference_mel)
             onsets = onset_scores(
                 self._ref_onsets, detect_onsets(wave, self.rate, self.onset_config), self.onset_tolerance
             )
@@ -230,10 +237,7 @@ class ReferenceYardstick:
         return fit_length(wave, self.num_samples)
 
     def _distance(self, wave: np.ndarray) -> float:
-        return float(np.abs(_log_mel(wave, self.rate) - self._reference_mel).mean())
-
-    def _codec_distance(self, wave: np.ndarray) -> float:
-        return float(np.abs(_log_mel(wave, self.rate) - self._codec_reference_mel).mean())
+        return _l1(_log_mel(wave, self.rate), self._reference_mel)
 
 
 __all__ = [

@@ -1056,6 +1056,7 @@ def vary_scene(scene: Scene, rng: np.random.Generator, change: str) -> Scene | N
     kept = events[:index] + events[index + 1 :]
     if change == "remove":
         return replace(scene, events=tuple(kept)) if kept else None
+    pool = [k for k in KINDS if k not in scene.kinds]  # the kinds an added or swapped-in event may be
     for _ in range(20):
         if change == "move":
             old = events[index]
@@ -1064,8 +1065,6 @@ def vary_scene(scene: Scene, rng: np.random.Generator, change: str) -> Scene | N
                 continue
             candidate = [*kept, replace(old, onset=onset)]
         else:
-            present = set(scene.kinds)
-            pool = [k for k in KINDS if k not in present]
             if change == "add" and len(events) >= MAX_EVENTS or not pool:
                 return None
             kind = pool[int(rng.integers(len(pool)))]

@@ -53,7 +53,7 @@ class Parts:
 
 def load_trained(directory: Path, model: TextToAudio, codec: PatchAutoencoder, tok: Any) -> None:
     """Load a model written by :func:`write_model` into ``model`` and ``codec`` (float32)."""
-    from ..backbones.tango import load_weights, split_prefix
+    from ..backbones.tango import _load_strict, load_weights, split_prefix
     from ..errors import ModelNotFoundError
 
     directory = Path(directory)
@@ -63,12 +63,16 @@ def load_trained(directory: Path, model: TextToAudio, codec: PatchAutoencoder, t
     if json.loads(saved)["model"]["vocab"] != json.loads(tok.backend_tokenizer.to_str())["model"]["vocab"]:
         raise ModelNotFoundError(f"--init {directory} has another vocabulary than this version of nrt-mini")
     main = load_weights(directory / "pytorch_model_main.bin")
-    model.unet.load_state_dict({k: v.float() for k, v in split_prefix(main, "unet.").items()})
-    text = {k: v.float() for k, v in split_prefix(main, "text_encoder.").items()}
-    model.text_encoder.load_state_dict(text, strict=False)  # embed_tokens is tied to shared
+
+    def floats(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in state.items()}
+
+    _load_strict(model.unet, floats(split_prefix(main, "unet.")), "UNet")
+    text = floats(split_prefix(main, "text_encoder."))
+    # embed_tokens is tied to shared, as load_tango loads it
+    _load_strict(model.text_encoder, text, "text encoder", allow_missing=["encoder.embed_tokens.weight"])
     model.text_encoder.tie_weights()
-    vae = load_weights(directory / "pytorch_model_vae.bin")
-    codec.load_state_dict({k: v.float() for k, v in vae.items() if k in codec.state_dict()})
+    _load_strict(codec, floats(load_weights(directory / "pytorch_model_vae.bin")), "patch autoencoder")
 
 
 def build_parts(bank: SceneBank, device: torch.device, seed: int, init: Path | None = None) -> Parts:
