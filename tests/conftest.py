@@ -18,6 +18,28 @@ torch.set_num_threads(2)
 HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
 
 
+# The modules that start Ray clusters, Serve or ``ray start`` heads. Under pytest-xdist (``-n 2``,
+# the README's test command) they are one unit of work, run one after another on one worker, so
+# that two Ray clusters never share the machine's two cores; every other module is a unit of its
+# own, so that its module fixtures are set up once.
+RAY_MODULES = frozenset({"test_page.py", "test_s3.py", "test_serve.py", "test_sweep.py", "test_sweep_workers.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getvalue("dist") == "each":
+        return None
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if module.rsplit("/", 1)[-1] in RAY_MODULES else module
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

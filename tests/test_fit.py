@@ -98,7 +98,7 @@ def test_fit_reconstructs_and_eta_moves_away(backbone, wave):
     unfitted = sample(backbone, e_tgt, latents.shape[1:], config, [0], progress=False)
     d_unfitted = (unfitted - latents).pow(2).mean().item()
 
-    fit_config = FitConfig(method="full", embed_steps=100, embed_lr=1e-2, tune_steps=100, tune_lr=1e-3, batch_size=4)
+    fit_config = FitConfig(method="full", embed_steps=50, embed_lr=1e-2, tune_steps=50, tune_lr=1e-3, batch_size=4)
     result = fit(backbone, wave, PROMPT, fit_config, progress=False)
     with fitted_unet(backbone, "full", result.unet_state) as unet:
         outputs = sample(backbone, interpolate(result.e_tgt, result.e_opt, [0.0, 1.0]), latents.shape[1:],

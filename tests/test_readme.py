@@ -36,8 +36,9 @@ def _sweep_parser():
 def test_the_first_screen_has_the_two_commands():
     first_screen = README[: README.index("## The method")]
     assert "pip install torch==2.13.0" in first_screen and "python tune/sweep.py" in first_screen
-    assert "python -m pytest -q" in first_screen
-    assert "python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    [test_command] = re.findall(r"python -m pytest[^\n]*", first_screen)
+    assert test_command == "python -m pytest -q -n 2"
+    assert f"{test_command} " in (ROOT / ".ci" / "run").read_text()  # CI runs the README's command
 
 
 @pytest.mark.parametrize("argv", _commands("nrt "), ids=lambda a: " ".join(a[:2]))
