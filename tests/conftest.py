@@ -18,11 +18,15 @@ torch.set_num_threads(2)
 HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
 
 
-# The modules that start Ray clusters, Serve or ``ray start`` heads. Under pytest-xdist (``-n 2``,
-# the README's test command) they are one unit of work, run one after another on one worker, so
-# that two Ray clusters never share the machine's two cores; every other module is a unit of its
-# own, so that its module fixtures are set up once.
-RAY_MODULES = frozenset({"test_page.py", "test_s3.py", "test_serve.py", "test_sweep.py", "test_sweep_workers.py"})
+# Units of work under pytest-xdist (``-n 2``, the README's test command): a module each, so that
+# its module fixtures are set up once, except the modules that start Ray. Those that start Ray in
+# the test process (a cluster, Serve) are one unit, run one after another on one worker, and the
+# sweeps through subprocesses and ``ray start`` heads another: at most two Ray clusters share the
+# machine's cores. The Ray units, the longest, are handed out first.
+RAY_UNITS = {
+    "test_page.py": "ray", "test_s3.py": "ray", "test_serve.py": "ray", "test_sweep.py": "ray",
+    "test_sweep_workers.py": "ray-subprocesses",
+}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -35,7 +39,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "ray" if module.rsplit("/", 1)[-1] in RAY_MODULES else module
+            return RAY_UNITS.get(module.rsplit("/", 1)[-1], module)
+
+        def _assign_work_unit(self, node) -> None:
+            waiting = [unit for unit in dict.fromkeys(RAY_UNITS.values()) if unit in self.workqueue]
+            if waiting:
+                self.workqueue.move_to_end(waiting[0], last=False)  # the next unit handed out
+            super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
 
