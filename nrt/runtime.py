@@ -14,6 +14,12 @@ from .errors import NrtError
 
 NAMESPACE = "nrt"
 
+# Serve gives a new HTTP proxy 5 s to answer its first ready check, then kills it, and
+# serve.start fails with the proxy's death. On a small or busy machine the proxy's worker
+# process takes longer than that to start and import Serve; a local Ray started here gives it
+# a minute (the environment's own value wins). The raylet and its workers inherit it.
+PROXY_READY_ENV = ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+
 
 def connect(
     address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = False
@@ -28,6 +34,7 @@ def connect(
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **common)
     else:
+        os.environ.setdefault(*PROXY_READY_ENV)
         # "local" starts a fresh Ray instead of joining whatever /tmp/ray/ray_current_cluster names
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **common)
     return True

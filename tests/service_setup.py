@@ -76,7 +76,9 @@ def running_service(settings: dict) -> Iterator[str]:
     import ray
     from ray import serve
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from nrt.runtime import connect
+
+    connect(num_cpus=2)  # as the service starts a local Ray, with its time for Serve's proxy to start
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
