@@ -13,7 +13,9 @@ Everything is held out: scenes of the held-out split and edit cases from held-ou
 2. **Caption retrieval**: top-1, text to audio, among ``--scenes`` held-out scenes and their
    captions (a wording other than the canonical one).
 3. **Kinds**: per event kind, the AUC of "the clip holds this kind" scored by the cosine of the
-   clip with the kind's solo captions, on real renders of ``--kind-scenes`` held-out scenes.
+   clip with the kind's solo captions, on real renders of ``--kind-scenes`` held-out scenes;
+   and the same with only the positives of one size (1, 2 or 3 events), which tells a kind
+   the CLAP does not know from one it loses in a mixture.
 4. **Removal curve**: for held-out scenes of three events, the mean cos(scene, the scene with
    k events removed), k = 0, 1, 2 (every subset), and a scene sharing no kind; the curve should
    fall, and the share of scenes whose own curve falls is given.
@@ -35,7 +37,7 @@ import torch
 
 from nrt.clap import ClapScorer
 from nrt.files import write_json, write_text
-from nrt.mini.clap import kind_aucs, kind_prompts, retrieval_accuracy
+from nrt.mini.clap import auc, kind_aucs, kind_prompts, retrieval_accuracy
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, Scene, edit_cases, scene_for
 
 UNRELATED_FROM = 100_000  # held-out scene indices the unrelated scenes are drawn from
@@ -86,12 +88,24 @@ def part_cases(scorer: ClapScorer, per_type: int) -> dict:
     return result
 
 
-def part_kinds(scorer: ClapScorer, n: int) -> dict:
+def part_kinds(scorer: ClapScorer, n: int) -> tuple[dict, dict]:
+    """Per kind, the AUC over all scenes, and by the size of the scenes that hold it: the positives
+    of 1, 2 or 3 events against every scene without the kind."""
     scenes = [scene_for("heldout", i) for i in range(n)]
     audio = torch.nn.functional.normalize(
         scorer.embed_audio([s.render(SAMPLE_RATE) for s in scenes], SAMPLE_RATE), dim=-1
     )
-    return kind_aucs(kind_prompts(scorer), audio, scenes)
+    prompts = kind_prompts(scorer)
+    cosines = (audio @ prompts.T).double().numpy()
+    sizes = np.array([len(s.events) for s in scenes])
+    by_size: dict[str, dict[str, float | None]] = {}
+    for j, kind in enumerate(KINDS):
+        holds = np.array([kind in s.kinds for s in scenes])
+        by_size[kind] = {}
+        for size in (1, 2, 3):
+            keep = ~holds | (sizes == size)
+            by_size[kind][str(size)] = auc(cosines[keep, j], holds[keep])
+    return kind_aucs(prompts, audio, scenes), by_size
 
 
 def part_removal(scorer: ClapScorer, n: int) -> dict:
@@ -128,10 +142,12 @@ def part_removal(scorer: ClapScorer, n: int) -> dict:
 def measure(directory: str, args: argparse.Namespace) -> dict:
     scorer = ClapScorer.from_pretrained(directory, device="cpu", batch_size=64)
     began = time.monotonic()
+    kinds, kinds_by_size = part_kinds(scorer, args.kind_scenes)
     result = {
         "cases": part_cases(scorer, args.cases),
         "retrieval": retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(args.scenes)]),
-        "kind_auc": part_kinds(scorer, args.kind_scenes),
+        "kind_auc": kinds,
+        "kind_auc_by_size": kinds_by_size,
         "kind_scenes": args.kind_scenes,
         "removal": part_removal(scorer, args.removal_scenes),
     }
@@ -197,6 +213,25 @@ def render(results: dict[str, dict], command: str) -> str:
         + " | ".join(_num(min(v for v in results[n]["kind_auc"].values() if v is not None)) for n in names)
         + " |"
     )
+    if all("kind_auc_by_size" in results[n] for n in names):
+        lines += [
+            "",
+            "## Per kind and scene size: AUC with the positives of 1 / 2 / 3 events only",
+            "",
+            "Every scene without the kind is a negative; — where no scene of that size holds it.",
+            "",
+            head,
+            rule,
+        ]
+        for kind in KINDS:
+            lines.append(
+                f"| {kind} | "
+                + " | ".join(
+                    " / ".join(_num(results[n]["kind_auc_by_size"][kind][size]) for size in ("1", "2", "3"))
+                    for n in names
+                )
+                + " |"
+            )
     lines += ["", "## Removal curve: mean cos(scene, scene with events removed)", "", head, rule]
     for i, point in enumerate(first["removal"]["points"]):
         lines.append(f"| {point} | " + " | ".join(f"{results[n]['removal']['mean'][i]:.3f}" for n in names) + " |")
