@@ -11,7 +11,9 @@ Everything is held out: scenes of the held-out split and edit cases from held-ou
    input or the target; the share of cases where the target is closer, and the median gap.
    Also against a held-out scene drawn at random (it may share kinds).
 2. **Caption retrieval**: top-1, text to audio, among ``--scenes`` held-out scenes and their
-   captions (a wording other than the canonical one).
+   captions (a wording other than the canonical one); on the first set of scenes, and as the
+   mean over ``--retrieval-sets`` disjoint sets with its 95 % interval (one set of 200 is
+   within about ±6 points of the rate it estimates).
 3. **Kinds**: per event kind, the AUC of "the clip holds this kind" scored by the cosine of the
    clip with the kind's solo captions, on real renders of ``--kind-scenes`` held-out scenes;
    and the same with only the positives of one size (1, 2 or 3 events), which tells a kind
@@ -39,6 +41,7 @@ from nrt.clap import ClapScorer
 from nrt.files import write_json, write_text
 from nrt.mini.clap import auc, kind_aucs, kind_prompts, retrieval_accuracy
 from nrt.mini.scenes import KINDS, SAMPLE_RATE, Scene, edit_cases, scene_for
+from nrt.report import interval
 
 UNRELATED_FROM = 100_000  # held-out scene indices the unrelated scenes are drawn from
 
@@ -85,6 +88,19 @@ def part_cases(scorer: ClapScorer, per_type: int) -> dict:
             "mean_cos_target": float(to_target[rows].mean()),
             "mean_cos_unrelated": float(to_unrelated[rows].mean()),
         }
+    return result
+
+
+def part_retrieval(scorer: ClapScorer, n: int, sets: int) -> dict:
+    """Top-1 retrieval among ``n`` held-out scenes, on ``sets`` disjoint sets (held-out scenes
+    0..n-1, n..2n-1, ...): the first set's rates (as reported before there were sets), each set's,
+    and the mean over the sets with its 95 % Student-t interval."""
+    per_set = [
+        retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(k * n, (k + 1) * n)]) for k in range(sets)
+    ]
+    result: dict = {**per_set[0], "sets": per_set}
+    for key in ("text_to_audio", "audio_to_text"):
+        result[f"{key}_over_sets"] = interval([r[key] for r in per_set])
     return result
 
 
@@ -145,7 +161,7 @@ def measure(directory: str, args: argparse.Namespace) -> dict:
     kinds, kinds_by_size = part_kinds(scorer, args.kind_scenes)
     result = {
         "cases": part_cases(scorer, args.cases),
-        "retrieval": retrieval_accuracy(scorer, [scene_for("heldout", i) for i in range(args.scenes)]),
+        "retrieval": part_retrieval(scorer, args.scenes, args.retrieval_sets),
         "kind_auc": kinds,
         "kind_auc_by_size": kinds_by_size,
         "kind_scenes": args.kind_scenes,
@@ -157,6 +173,12 @@ def measure(directory: str, args: argparse.Namespace) -> dict:
 
 def _num(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
+
+
+def _rate_interval(cell: dict) -> str:
+    if cell["lo"] is None:
+        return f"{cell['mean']:.1%}"
+    return f"{cell['mean']:.1%} [{max(cell['lo'], 0.0):.1%}, {min(cell['hi'], 1.0):.1%}]"  # a rate lies in [0, 1]
 
 
 def render(results: dict[str, dict], command: str) -> str:
@@ -205,6 +227,14 @@ def render(results: dict[str, dict], command: str) -> str:
     lines.append(
         "| audio→text top-1 | " + " | ".join(f"{results[n]['retrieval']['audio_to_text']:.1%}" for n in names) + " |"
     )
+    if all("sets" in results[n]["retrieval"] for n in names):
+        sets = len(first["retrieval"]["sets"])
+        for key, title in (("text_to_audio", "text→audio"), ("audio_to_text", "audio→text")):
+            lines.append(
+                f"| {title} top-1, mean of {sets} disjoint sets [95 % interval] | "
+                + " | ".join(_rate_interval(results[n]["retrieval"][f"{key}_over_sets"]) for n in names)
+                + " |"
+            )
     lines += ["", '## Per kind: AUC of "the clip holds this kind" on real renders', "", head, rule]
     for kind in KINDS:
         lines.append(f"| {kind} | " + " | ".join(_num(results[n]["kind_auc"][kind]) for n in names) + " |")
@@ -252,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mini_clap"), help="results folder")
     parser.add_argument("--cases", type=int, default=50, help="edit cases per edit type")
     parser.add_argument("--scenes", type=int, default=200, help="held-out scenes of the caption retrieval")
+    parser.add_argument(
+        "--retrieval-sets",
+        type=int,
+        default=5,
+        help="disjoint sets of --scenes held-out scenes the retrieval is run on",
+    )
     parser.add_argument("--kind-scenes", type=int, default=400, help="held-out scenes of the per-kind AUC")
     parser.add_argument("--removal-scenes", type=int, default=50, help="held-out three-event scenes of the curve")
     args = parser.parse_args(argv)
