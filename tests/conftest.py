@@ -1,6 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# librosa's numba kernels are compiled with cache=True, into the installed package's folder by
+# default. Two processes that compile them into one folder at once can leave cache files that do
+# not belong together, and every process that loads them afterwards dies with SIGSEGV (numba issue
+# 10128; reproduced here with two fresh processes in 1 of 12 tries). Under ``-n 2`` both workers
+# run tests that call librosa (the parity tests), so each test process compiles into a folder of
+# its own, set before numba is imported and inherited by the subprocesses it starts.
+_NUMBA_CACHE = tempfile.mkdtemp(prefix="nrt-tests-numba-")
+os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE
+atexit.register(shutil.rmtree, _NUMBA_CACHE, True)
 # OpenMP threads that spin while waiting make torch ten times slower or worse on a machine whose
 # cores are busy; passive ones sleep. Set before torch loads, and inherited by every subprocess
 # and Ray worker a test starts.
@@ -15,7 +27,7 @@ torch.set_num_threads(2)
 
 # How long a test waits for work (an edit, a job, a trial) before calling it a hang. Tests wait on
 # a state, never on a budget sized for an idle machine: only a hang outlasts this.
-HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 1800))
+HANG_SECONDS = float(os.environ.get("NRT_TEST_HANG_SECONDS", 900))
 
 
 # Units of work under pytest-xdist (``-n 2``, the README's test command): a module each, so that
@@ -46,6 +58,33 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             if waiting:
                 self.workqueue.move_to_end(waiting[0], last=False)  # the next unit handed out
             super()._assign_work_unit(node)
+
+        def _reschedule(self, node) -> None:
+            # An xdist worker holds its last test until it is sent another or told to shut down.
+            # xdist tops a node up one unit at a time, so a worker that starts late (one replacing
+            # a crashed worker) could be left holding a single test while units wait: topped up
+            # here until it has two tests or the queue is empty (when it is told to shut down).
+            super()._reschedule(node)
+            while not node.shutting_down and self._pending_of(self.assigned_work[node]) < 2:
+                super()._reschedule(node)
+
+        def remove_node(self, node) -> str | None:
+            # xdist's scope schedulers hand a crashed worker's unit to the next worker with the
+            # test that crashed it still pending: it crashes that worker too, and the next, until
+            # the run hangs. The test is reported failed once and the rest of its unit runs.
+            workload = self.assigned_work.pop(node)
+            pending = [nodeid for unit in workload.values() for nodeid, done in unit.items() if not done]
+            if not pending:
+                return None
+            crashed = pending[0]  # a worker runs its units' tests in order
+            for scope, unit in workload.items():
+                if crashed in unit:
+                    unit[crashed] = True  # reported, not run again
+                if not all(unit.values()):
+                    self.workqueue[scope] = unit
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
 
     return ModuleScheduling(config, log)
 
