@@ -42,3 +42,17 @@ def test_the_saved_clap_results_render_to_the_committed_report() -> None:
     rendered = module.render(saved["results"], saved["command"])
     assert rendered == (ROOT / "benchmarks" / "results" / "mini_clap" / "clap.md").read_text(encoding="utf-8")
     assert "| all: closer than unrelated (median gap) | 89.3% (+0.673) | 95.3% (+0.515) |" in rendered
+
+
+def test_staying_put_scores_each_scene_against_its_own_edit_and_round_trip(mini_quality, tiny_dir) -> None:
+    from nrt.scoring import load_scorer
+
+    stay = mini_quality.part_stay(load_scorer("mini", progress=False), str(tiny_dir), n=2, first=5000)
+    assert stay["cosine"]["n"] == stay["codec_cosine"]["n"] == 2
+    assert stay["cosine"]["lo"] <= stay["cosine"]["mean"] <= stay["cosine"]["hi"] and -1 <= stay["cosine"]["mean"] <= 1
+    assert stay["at_target"] in (0.0, 0.5, 1.0) and stay["first_scene"] == 5000
+    assert stay["t2a_weights"].startswith(str(tiny_dir))
+    # the codec's round trip of a scene is closer to it than an edit of an untrained model
+    assert stay["codec_cosine"]["mean"] > stay["cosine"]["mean"]
+    report = mini_quality.render({"stay": {**stay, "clap_weights": "abc"}})
+    assert "## Staying put" in report and "from held-out scene 5000" in report
