@@ -11,8 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import write_tone_clip
 from nrt.storage import Storage, bundle_rel
+from tests.conftest import write_tone_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-4f1c"

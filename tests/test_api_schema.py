@@ -32,10 +32,13 @@ from schemathesis.engine import Status, events  # noqa: E402
 
 from nrt.audio import encode_audio  # noqa: E402
 from nrt.errors import InputError  # noqa: E402
-from nrt.manifest import MAX_CLIP_ID, validate_clip_id  # noqa: E402
+from nrt.manifest import (  # noqa: E402
+    CLIP_ID_PATTERN,
+    MAX_CLIP_ID,
+    validate_clip_id,
+)
 from nrt.service.api import Ingress, create_app  # noqa: E402
 from nrt.service.editor import MEDIA_TYPES, EditJob  # noqa: E402
-from nrt.manifest import CLIP_ID_PATTERN  # noqa: E402
 from nrt.service.settings import ServiceSettings  # noqa: E402
 from nrt.storage import Storage, write_registry_entry  # noqa: E402
 

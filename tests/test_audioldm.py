@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -22,8 +22,7 @@ from nrt.edit import generate, prepare_input
 from nrt.embedding import optimize_embedding
 from nrt.errors import BundleError, ModelNotFoundError
 from nrt.fit import fit
-from nrt.settings import FitConfig
-from nrt.settings import SampleConfig
+from nrt.settings import FitConfig, SampleConfig
 
 PROMPT = "a dog barking while rain is falling"
 CLIP_RATE = 22050  # not the model's rate, so that the output must be resampled back

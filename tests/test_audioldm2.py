@@ -25,10 +25,9 @@ from nrt.edit import PreparedBundle, generate, interpolate, prepare_input
 from nrt.errors import BundleError, ModelNotFoundError
 from nrt.finetune import fitted_unet
 from nrt.fit import FitResult, fit
-from nrt.settings import FitConfig
 from nrt.sample import invert, sample
-from nrt.settings import STARTS, SampleConfig
 from nrt.sdedit import sdedit
+from nrt.settings import STARTS, FitConfig, SampleConfig
 from tests.conftest import write_tone_clip
 from tests.test_audioldm import changed_weights, unet_snapshot
 

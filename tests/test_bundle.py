@@ -15,9 +15,8 @@ from nrt.bundle import FORMAT_VERSION, load_bundle, read_meta, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.errors import BundleError
 from nrt.fit import fit
-from nrt.settings import FitConfig
 from nrt.fit_clip import fit_clip
-from nrt.settings import SampleConfig
+from nrt.settings import FitConfig, SampleConfig
 
 
 @pytest.fixture()

@@ -143,7 +143,6 @@ def test_models_and_bench(capsys, tiny_dir):
 
 def test_bench_times_a_whole_edit_at_the_models_defaults():
     from nrt.bench import time_edit
-
     from nrt.settings import SampleConfig
 
     # the built-in tiny model's fit is a few steps, and sampling is cut to three: this checks the

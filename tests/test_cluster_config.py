@@ -9,7 +9,7 @@ yaml = pytest.importorskip("yaml")
 pytest.importorskip("ray")
 pytest.importorskip("jsonschema")
 
-from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402 (after the skip)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"cluster.yaml": ("aws", "s3://"), "cluster-gcp.yaml": ("gcp", "gs://")}

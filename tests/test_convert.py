@@ -142,7 +142,7 @@ def tango_checkpoint(audioldm, tmp_path_factory) -> tuple[torch.nn.Module, dict]
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         # GroupNorm starts at weight 1, bias 0: make them distinct so a swapped norm shows.
-        for name, module in vae.named_modules():
+        for module in vae.modules():
             if isinstance(module, torch.nn.GroupNorm):
                 module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=g))
                 module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=g))

@@ -8,14 +8,12 @@ import torch
 from nrt.audio import load_audio
 from nrt.bundle import load_bundle, save_bundle
 from nrt.edit import generate, prepare_input
-from nrt.settings import check_etas
 from nrt.errors import InputError
 from nrt.fit import fit
-from nrt.settings import FitConfig
 from nrt.fit_clip import latent_weight
 from nrt.sample import sample
-from nrt.settings import SampleConfig, check_seed
 from nrt.sdedit import sdedit
+from nrt.settings import FitConfig, SampleConfig, check_etas, check_seed
 
 QUICK = SampleConfig(steps=8)
 

@@ -6,8 +6,8 @@ import csv
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest

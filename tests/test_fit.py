@@ -10,10 +10,9 @@ from nrt.edit import interpolate, prepare_input
 from nrt.errors import InputError
 from nrt.finetune import fitted_unet
 from nrt.fit import fit
-from nrt.settings import FitConfig
 from nrt.loss import ProbeSet, prediction_target
 from nrt.sample import sample
-from nrt.settings import SampleConfig
+from nrt.settings import FitConfig, SampleConfig
 
 PROMPT = "a dog barking"
 

@@ -19,9 +19,8 @@ from nrt.bundle import load_bundle, save_bundle
 from nrt.edit import generate, prepare_input
 from nrt.finetune import ADAPTER, fitted_unet
 from nrt.fit import fit
-from nrt.settings import FitConfig
 from nrt.sample import sample
-from nrt.settings import SampleConfig
+from nrt.settings import FitConfig, SampleConfig
 from tests.conftest import write_tone_clip
 
 pytestmark = [

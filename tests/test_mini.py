@@ -16,11 +16,10 @@ from nrt.clap import ClapScorer
 from nrt.defaults import model_defaults
 from nrt.edit import generate, prepare_input
 from nrt.fit import fit
-from nrt.settings import FitConfig
 from nrt.mini.model import CLAP_DIR, T2A_DIR
 from nrt.mini.scenes import SAMPLE_RATE, edit_cases, scene_for
 from nrt.sample import sample
-from nrt.settings import SampleConfig
+from nrt.settings import FitConfig, SampleConfig
 
 PACKAGE_LIMIT = 30e6  # bytes of shipped weights
 

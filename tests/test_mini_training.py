@@ -7,8 +7,8 @@ import torch
 
 from nrt.backbones.tango import load_tango, load_weights
 from nrt.errors import ModelNotFoundError
-from nrt.mini.bank import SceneBank
 from nrt.mini import train_t2a
+from nrt.mini.bank import SceneBank
 from nrt.mini.training import CHECKPOINT, TrainConfig
 
 

@@ -19,7 +19,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tests.conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
+from tests.conftest import HANG_SECONDS, write_tone_clip
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -16,8 +16,6 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tests.conftest import smoke_config, write_manifest, write_tone_clip
-
 from nrt.storage import (
     Storage,
     bundle_ready,
@@ -26,6 +24,7 @@ from nrt.storage import (
     read_registry_entry,
     write_registry_entry,
 )
+from tests.conftest import smoke_config, write_manifest, write_tone_clip
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")

@@ -17,7 +17,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tests.conftest import HANG_SECONDS, write_tone_clip  # noqa: E402
+from tests.conftest import HANG_SECONDS, write_tone_clip
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("fastapi")
@@ -26,7 +26,15 @@ requests = pytest.importorskip("requests")
 
 from nrt.storage import Storage, write_registry_entry  # noqa: E402
 from tests.service_setup import (  # noqa: E402
-    BEST, CHANNELS, RATE, ROOT, TOKEN, fit_tiny_bundle, load_module, publish, running_service,
+    BEST,
+    CHANNELS,
+    RATE,
+    ROOT,
+    TOKEN,
+    fit_tiny_bundle,
+    load_module,
+    publish,
+    running_service,
 )
 
 pytestmark = pytest.mark.slow
@@ -419,10 +427,9 @@ def test_the_editor_makes_the_edit_generate_makes_and_leaves_the_base_unet_bare(
     from nrt.bundle import load_bundle, save_bundle
     from nrt.edit import generate, prepare_input
     from nrt.fit import fit
-    from nrt.settings import FitConfig
-    from nrt.settings import SampleConfig
     from nrt.service.editor import ClipSlot, EditJob, EditorCore
     from nrt.service.settings import ServiceSettings
+    from nrt.settings import FitConfig, SampleConfig
 
     storage = Storage(tmp_path / "root")
     core = EditorCore(ServiceSettings(storage=storage.root, model="tiny"), device="cpu")

@@ -12,18 +12,16 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tests.conftest import SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
-
-from nrt.errors import InputError
 from nrt.defaults import MINI_FIT, MINI_TUNE_LR
-from nrt.settings import DEFAULT_TUNE_LR, FitConfig
-from nrt.settings import STARTS
+from nrt.errors import InputError
+from nrt.settings import DEFAULT_TUNE_LR, STARTS, FitConfig
 from nrt.storage import Storage, bundle_rel, read_registry_entry
+from tests.conftest import SMOKE_FITS, smoke_config, write_manifest, write_tone_clip
 
 ray = pytest.importorskip("ray")
 optuna = pytest.importorskip("optuna")
 
-from nrt.sweep import fit_key, parse_param, read_clips, run_sweep
+from nrt.sweep import fit_key, parse_param, read_clips, run_sweep  # noqa: E402 (after the skip)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -322,8 +320,8 @@ def test_a_worker_edit_is_the_edit_generate_makes(backbone, tone_wav, tmp_path):
     from nrt.bundle import load_bundle, save_bundle
     from nrt.edit import generate, prepare_input
     from nrt.fit import fit
-    from nrt.settings import SampleConfig
     from nrt.scoring import load_scorer
+    from nrt.settings import SampleConfig
     from nrt.sweep.fitted import FittedClip
 
     threads = torch.get_num_threads()

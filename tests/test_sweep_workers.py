@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import HANG_SECONDS
 
 from nrt.storage import Storage, read_registry_entry
+from tests.conftest import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,10 +225,9 @@ def test_a_worker_death_names_the_signal_the_frame_and_the_log(tmp_path: Path) -
 def test_a_sweep_whose_trials_all_crash_stops_early_and_says_why(tmp_path: Path) -> None:
     import ray
 
-    from tests.conftest import smoke_config, write_manifest, write_tone_clip
-
     from nrt.sweep import run_sweep
     from nrt.sweep.search import Work
+    from tests.conftest import smoke_config, write_manifest, write_tone_clip
 
     attempts = tmp_path / "attempts"
     attempts.mkdir()
