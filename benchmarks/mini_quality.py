@@ -1,6 +1,6 @@
 """nrt-mini's quality, measured on held-out scenes: its CLAP, its generation, its edits.
 
-    python benchmarks/mini_quality.py                       # all three parts (about an hour on 2 cores)
+    python benchmarks/mini_quality.py                       # all four parts (about an hour on 2 cores)
     python benchmarks/mini_quality.py --parts clap generation
     python benchmarks/mini_quality.py --parts generation stay --model DIR --first-scene 5000 --out OUT
 
