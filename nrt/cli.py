@@ -103,24 +103,37 @@ def _add_fit(p: argparse.ArgumentParser, one_method: bool = True) -> None:
 
 
 def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
+    from .defaults import DEFAULT_ETA, MINI_ETA, MINI_SAMPLE
     from .settings import STARTS, SampleConfig
 
     d = SampleConfig()
     g = p.add_argument_group("sampling")
     if eta:
-        g.add_argument("--eta", type=float, nargs="+", default=[0.5], help="η values in [0, 1], one output each")
+        mini = ", ".join(
+            f"{method} {'/'.join(f'{v:g}' for v in by_type.values())}" for method, by_type in MINI_ETA.items()
+        )
+        g.add_argument(
+            "--eta",
+            type=float,
+            nargs="+",
+            default=None,
+            help="η values in [0, 1], one output each (default: the model's for the fit method and edit type; "
+            f"mini: {mini} for addition/style transfer/inpainting; {DEFAULT_ETA:g} otherwise)",
+        )
         g.add_argument(
             "--start",
             choices=list(STARTS),
-            default=d.start,
+            default=None,
             help="where step 3 starts: pure noise (the paper's), the input noised to --t-start, or the "
-            "input's DDPM inversion by the fitted UNet, regenerated from --t-start",
+            "input's DDPM inversion by the fitted UNet, regenerated from --t-start "
+            f"(default: {MINI_SAMPLE['start']} for mini, {d.start} otherwise)",
         )
         g.add_argument(
             "--t-start",
             type=float,
-            default=d.t_start,
-            help="fraction of the schedule run from the input, in (0, 1] (starts input and inversion)",
+            default=None,
+            help="fraction of the schedule run from the input, in (0, 1] (starts input and inversion) "
+            f"(default: {MINI_SAMPLE['t_start']:g} for mini, {d.t_start:g} otherwise)",
         )
     g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
@@ -254,6 +267,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
     from .clap import DEFAULT_MODEL
+    from .defaults import MINI_SAMPLE
     from .evaluate import DEFAULT_ETAS, DEFAULT_METHODS, DEFAULT_STRENGTHS, DEFAULT_T_STARTS, METHODS
     from .scoring import DEFAULT_ONSET_TOLERANCE
     from .settings import SampleConfig
@@ -313,8 +327,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--t-start",
         type=float,
-        default=s.t_start,
-        help="fraction of the schedule run from the input by the *-input and *-inversion methods",
+        default=None,
+        help="fraction of the schedule run from the input by the *-input and *-inversion methods "
+        f"(default: {MINI_SAMPLE['t_start']:g} for mini, {s.t_start:g} otherwise)",
     )
     _add_model(p)
 
@@ -346,11 +361,22 @@ def _fit_config(args: argparse.Namespace):
 
 
 def _sample_config(args: argparse.Namespace):
-    from .settings import SampleConfig, check_seed
+    from .defaults import sample_config
+    from .settings import check_seed
 
     check_seed(args.seed)
     starts = {"start": args.start, "t_start": args.t_start} if hasattr(args, "start") else {}
-    return SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, **starts)
+    return sample_config(args.model, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, **starts)
+
+
+def _etas(args: argparse.Namespace, method: str, edit_type: str) -> list[float]:
+    """``--eta`` as given and checked, else the model's one η for this fit method and edit type."""
+    from .defaults import model_defaults
+    from .settings import check_etas
+
+    if args.eta is not None:
+        return check_etas(args.eta)
+    return [model_defaults(args.model).eta_for(method, edit_type)]
 
 
 def _edit_type_and_mask(args: argparse.Namespace, clip) -> tuple[str, list[tuple[float, float]] | None]:
@@ -433,12 +459,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .bundle import load_bundle, read_meta
     from .edit import generate
-    from .settings import check_etas
 
-    etas = check_etas(args.eta)
+    meta = read_meta(args.bundle)
+    etas = _etas(args, meta["method"]["name"], meta["edit_type"])
     config = _sample_config(args)
     output = _check_output(Path(args.output), True, "outputs")
-    read_meta(args.bundle)
     backbone = _load_backbone(args)
     bundle = load_bundle(args.bundle, backbone.info)
     outputs = generate(backbone, bundle, etas, config, args.seed, progress=not args.quiet)
@@ -451,10 +476,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .audio import load_audio
     from .bundle import load_bundle
     from .edit import generate
-    from .settings import check_etas
 
     _check_prompt(args.prompt)
-    etas = check_etas(args.eta)
+    etas = _etas(args, args.method, args.edit_type or ("inpainting" if args.mask else "addition"))
     config = _sample_config(args)
     _fit_config(args)
     output = _check_output(Path(args.output), len(etas) > 1, "η values")
@@ -661,7 +685,7 @@ def _print_reference(yardstick, scores: dict[str, float], path: str, model: str)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .defaults import model_defaults
+    from .defaults import model_defaults, sample_config
     from .evaluate import EvalConfig, run_eval
     from .manifest import load_clips, read_manifest
     from .settings import SampleConfig
@@ -684,7 +708,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fit=_fit_config(args),
         full_tune_lr=args.full_tune_lr if args.full_tune_lr is not None else defaults.tune_lr.get("full"),
         lora_tune_lr=args.lora_tune_lr if args.lora_tune_lr is not None else defaults.tune_lr.get("lora"),
-        sample=SampleConfig(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, t_start=args.t_start),
+        sample=SampleConfig(
+            steps=args.steps,
+            guidance=args.guidance,
+            scheduler=args.scheduler,
+            t_start=args.t_start if args.t_start is not None else sample_config(args.model).t_start,
+        ),
         onset_tolerance=args.onset_tolerance,
         max_seconds=args.max_seconds,
         fixed_eta_holdout=args.fixed_eta_holdout,

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .settings import FitConfig
+    from .settings import FitConfig, SampleConfig
 
 DEFAULT_BACKBONE = "mini"
 # the CLAP of a real backbone's scores: why this one, in nrt.clap's docstring (there DEFAULT_MODEL)
@@ -26,6 +26,16 @@ TOY_MODELS = ("tiny", "tiny-audioldm", "tiny-audioldm2")
 MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})
 MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
 TOY_FIT = MappingProxyType({"embed_steps": 20, "tune_steps": 40})
+# nrt-mini's step 3: the start, its t_start, and η by fit method and edit type, chosen on held-out
+# edits by their distance to the intended result (benchmarks/mini_faithful.py, the model card)
+MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6})
+MINI_ETA = MappingProxyType(
+    {
+        "lora": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),
+        "full": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),
+    }
+)
+DEFAULT_ETA = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,10 @@ class ModelDefaults:
     preset: str = field(metadata={"help": "the sweep preset (nrt.sweep.PRESETS)"})
     fit: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "FitConfig fields"})
     tune_lr: Mapping[str, float] = field(default_factory=dict, metadata={"help": "step 2 rate by method"})
+    sample: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "SampleConfig fields"})
+    eta: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict, metadata={"help": "step 3's η by fit method, then edit type"}
+    )
 
     def fit_value(self, name: str, given: Any, fallback: Any) -> Any:
         """``given`` if set, else this model's default, else ``fallback`` (FitConfig's)."""
@@ -43,11 +57,17 @@ class ModelDefaults:
             return given
         return self.fit.get(name, fallback)
 
+    def eta_for(self, method: str, edit_type: str) -> float:
+        """The η an edit of ``edit_type`` fitted by ``method`` gets when none is given."""
+        return float(self.eta.get(method, {}).get(edit_type, DEFAULT_ETA))
+
 
 def model_defaults(model: str | None) -> ModelDefaults:
     name = str(model or DEFAULT_BACKBONE)
     if name == "mini":
-        return ModelDefaults(clap="mini", preset="mini", fit=MINI_FIT, tune_lr=MINI_TUNE_LR)
+        return ModelDefaults(
+            clap="mini", preset="mini", fit=MINI_FIT, tune_lr=MINI_TUNE_LR, sample=MINI_SAMPLE, eta=MINI_ETA
+        )
     if name in TOY_MODELS:  # random weights: a few steps exercise every stage
         return ModelDefaults(clap="tiny", preset="tiny", fit=TOY_FIT)
     return ModelDefaults(clap=DEFAULT_CLAP, preset="model")
@@ -81,4 +101,30 @@ def fit_config(
     )
 
 
-__all__ = ["DEFAULT_BACKBONE", "MINI_FIT", "MINI_TUNE_LR", "ModelDefaults", "fit_config", "model_defaults"]
+def sample_config(
+    model: str | None, *, start: str | None = None, t_start: float | None = None, **fields: Any
+) -> SampleConfig:
+    """Step 3's settings for ``model``: ``start`` and ``t_start`` as given, else the model's default,
+    else SampleConfig's; ``fields`` (steps, guidance, scheduler) do not depend on the model."""
+    from .settings import SampleConfig
+
+    d, base = model_defaults(model), SampleConfig()
+    return SampleConfig(
+        start=start if start is not None else d.sample.get("start", base.start),
+        t_start=t_start if t_start is not None else d.sample.get("t_start", base.t_start),
+        **fields,
+    )
+
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DEFAULT_ETA",
+    "MINI_ETA",
+    "MINI_FIT",
+    "MINI_SAMPLE",
+    "MINI_TUNE_LR",
+    "ModelDefaults",
+    "fit_config",
+    "model_defaults",
+    "sample_config",
+]

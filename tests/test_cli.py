@@ -177,3 +177,45 @@ def test_fit_flags_left_out_take_the_models_defaults():
     assert (paper.embed_steps, paper.tune_steps, paper.resolved_tune_lr) == (d.embed_steps, d.tune_steps, 3e-4)
     given = _fit_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--embed-steps", "7", "--tune-lr", "1e-5"]))
     assert given.embed_steps == 7 and given.tune_lr == 1e-5 and given.tune_steps == MINI_FIT["tune_steps"]
+
+
+def test_sample_flags_left_out_take_the_models_defaults(monkeypatch):
+    from types import MappingProxyType
+
+    from nrt.cli import _etas, _sample_config
+    from nrt.settings import SampleConfig
+
+    # values no other default has, so that a flag that ignored the model's table would show
+    monkeypatch.setattr("nrt.defaults.MINI_SAMPLE", MappingProxyType({"start": "inversion", "t_start": 0.35}))
+    monkeypatch.setattr("nrt.defaults.MINI_ETA", {"lora": {"style_transfer": 0.15}, "full": {"addition": 0.65}})
+    parse = build_parser().parse_args
+    args = parse(["edit", "in.wav", "p", "-o", "out.wav", "--edit-type", "style_transfer"])
+    config = _sample_config(args)
+    assert (config.start, config.t_start) == ("inversion", 0.35)
+    assert _etas(args, "lora", "style_transfer") == [0.15]
+    assert _etas(args, "full", "addition") == [0.65]
+    assert _etas(args, "full", "inpainting") == [0.5]  # not in the table: the general default
+    given = parse(["edit", "in.wav", "p", "-o", "out.wav", "--start", "input", "--t-start", "0.8", "--eta", "1"])
+    config = _sample_config(given)
+    assert (config.start, config.t_start) == ("input", 0.8) and _etas(given, "lora", "addition") == [1.0]
+    paper = _sample_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--model", "declare-lab/tango"]))
+    assert (paper.start, paper.t_start) == (SampleConfig().start, SampleConfig().t_start)
+    with pytest.raises(InputError, match="eta"):
+        _etas(parse(["edit", "in.wav", "p", "-o", "out.wav", "--eta", "1.5"]), "lora", "addition")
+
+
+def test_generate_takes_eta_for_the_bundles_method_and_edit_type(tmp_path, tone_wav, model, capsys, monkeypatch):
+    bundle = tmp_path / "bundle"
+    code, _, err = run(["fit", str(tone_wav), "a dog barks", "-o", str(bundle), "--method", "full",
+                        "--edit-type", "style_transfer", *FAST_FIT, *model], capsys)
+    assert code == 0, err
+    import dataclasses
+
+    import nrt.defaults
+
+    table = {"full": {"style_transfer": 0.35, "addition": 0.9}, "lora": {"style_transfer": 0.75}}
+    plain = nrt.defaults.model_defaults
+    monkeypatch.setattr(nrt.defaults, "model_defaults", lambda m: dataclasses.replace(plain(m), eta=table))
+    code, out, err = run(["generate", str(bundle), "-o", str(tmp_path / "gen"), *FAST_SAMPLE, *model], capsys)
+    assert code == 0, err
+    assert [f.name for f in (tmp_path / "gen").iterdir()] == ["eta-0.35.wav"]  # full, style transfer
