@@ -210,6 +210,22 @@ def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
     return {"fixed": chosen, "ranking": ranking, "t_start": t_start}
 
 
+def defaults(selection: dict[str, Any], best: str) -> dict[str, Any]:
+    """nrt-mini's step 3 defaults (``nrt.defaults.MINI_SAMPLE``, ``MINI_ETA``) from the selection set.
+
+    The start is the closest method's; each fit method's η per edit type is that method's fixed η
+    with this start. t_start is the one the started methods were chosen at (unused by ``noise``).
+    """
+    start = best.partition("-")[2] or "noise"
+    eta: dict[str, dict[str, float]] = {}
+    for fit in ("lora", "full"):
+        method = fit if start == "noise" else f"{fit}-{start}"
+        chosen = selection["fixed"].get(method, {})
+        if chosen:
+            eta[fit] = {t: chosen[t]["value"] for t in EDIT_TYPES if t in chosen}
+    return {"start": start, "t_start": selection["t_start"], "method": best, "eta": eta}
+
+
 def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict[str, Any]:
     """Per edit type and method: gain and distance at the fixed setting and at the per-case oracle."""
     types = edit_type_of(results)
@@ -296,7 +312,10 @@ def render(summary: dict) -> str:
         "",
         "## Chosen on the selection set (by distance, which every case has)",
         "",
-        f"Closest start: **{summary['defaults']['start']}**; t_start **{summary['defaults']['t_start']}**.",
+        f"Closest start: **{summary['defaults']['start']}**; t_start **{summary['defaults']['t_start']}**. "
+        "nrt-mini's defaults from it (`nrt/defaults.py`): "
+        f"`MINI_SAMPLE = {{'start': {summary['defaults']['start']!r}, 't_start': {summary['defaults']['t_start']}}}`, "
+        f"`MINI_ETA = {summary['defaults'].get('eta', {})}` (each fit method's fixed η per edit type with this start).",
         "",
         "| method | t_start | mean distance over types at each type's closest η (selection) |",
         "|---|---|---|",
@@ -373,7 +392,6 @@ def main(argv: list[str] | None = None) -> int:
         runs[t_start] = run_eval(select_manifest, run_dir, methods, t_start, args)
     selection = select(runs, args.methods)
     best = selection["ranking"][0] if selection["ranking"] else {"method": "lora"}
-    start = best["method"].partition("-")[2] or "noise"
     t_start = selection["t_start"]
 
     # 2. Report: the chosen t_start, every method at its fixed setting and its oracle
@@ -391,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             "t_starts": args.t_starts,
             "seconds": round(time.time() - started, 1),
         },
-        "defaults": {"start": start, "t_start": t_start, "method": best["method"]},
+        "defaults": defaults(selection, best["method"]),
         "selection": selection,
         "report": report(results, selection, args.methods),
     }

@@ -1,0 +1,116 @@
+"""The faithful-edits benchmark's choices: the start, t_start and η it makes nrt-mini's defaults."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("mini_faithful", ROOT / "benchmarks" / "mini_faithful.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_results(distance):
+    """``nrt eval`` results whose distance to the reference is ``distance(method, clip, value)``."""
+    clips = []
+    for edit_type, prefix in (("addition", "add"), ("style_transfer", "style"), ("inpainting", "inpaint")):
+        for k in range(2):
+            clip_id = f"{prefix}-{k}"
+            methods = {}
+            for method, grid in (
+                ("lora", (0.0, 0.5, 1.0)),
+                ("lora-inversion", (0.0, 0.5, 1.0)),
+                ("full", (0.0, 0.5, 1.0)),
+                ("full-inversion", (0.0, 0.5, 1.0)),
+                ("sdedit", (0.2, 0.6)),
+            ):
+                values = []
+                for v in grid:
+                    d = distance(method, edit_type, v)
+                    values.append({"value": v, "in_grid": True, "ref_logmel_l1": d, "ref_gain": (10 - d) / 10,
+                                   "ref_codec_gain": (10 - d) / 9})
+                methods[method] = {"values": values}
+            reference = {"input": {"ref_logmel_l1": 10.0, "ref_gain": 0.0, "ref_codec_gain": 0.0}}
+            clips.append({"id": clip_id, "edit_type": edit_type, "methods": methods, "reference": reference})
+    return {"clips": clips}
+
+
+def test_the_closest_start_and_its_etas_become_the_defaults(bench):
+    def distance(t_start):
+        def at(method, edit_type, eta):
+            if method.endswith("inversion"):  # closest at t_start 0.4, at η 0.5 (lora) or 1 (full)
+                best = 0.5 if method.startswith("lora") else 1.0
+                return 3 + abs(eta - best) + (0 if t_start == 0.4 else 2) + (0.5 if method.startswith("full") else 0)
+            if method == "sdedit":
+                return 6 - eta
+            return 8 + eta  # the noise start: far, closest at η 0
+        return at
+
+    runs = {t: fake_results(distance(t)) for t in (0.4, 0.7)}
+    methods = ["lora", "lora-inversion", "full", "full-inversion", "sdedit"]
+    selection = bench.select(runs, methods)
+    assert selection["t_start"] == 0.4
+    assert [r["method"] for r in selection["ranking"][:2]] == ["lora-inversion", "full-inversion"]
+    chosen = bench.defaults(selection, selection["ranking"][0]["method"])
+    assert (chosen["start"], chosen["t_start"]) == ("inversion", 0.4)
+    assert chosen["eta"]["lora"] == {"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}
+    assert chosen["eta"]["full"] == {"addition": 1.0, "style_transfer": 1.0, "inpainting": 1.0}
+    assert selection["fixed"]["sdedit"]["addition"]["value"] == 0.6
+
+    # reported at the fixed settings: ours (3 + 0 dB) against SDEdit (5.4 dB) is 2.4 dB closer, case by case
+    summary = bench.report(runs[0.4], selection, methods)
+    paired = {(r["edit_type"], r["ours"], r["other"]): r for r in summary["paired"]}
+    assert paired[("addition", "lora-inversion", "sdedit")]["ref_logmel_l1"]["mean"] == pytest.approx(2.4)
+    assert paired[("addition", "lora", "sdedit")]["ref_logmel_l1"]["mean"] == pytest.approx(-2.6)
+    rows = {(r["edit_type"], r["method"], r["selection"]): r for r in summary["rows"]}
+    assert rows[("style_transfer", "full-inversion", "fixed")]["value"] == 1.0
+    assert rows[("style_transfer", "input", "reference")]["gain"]["mean"] == 0.0
+
+
+def test_the_noise_start_gives_the_plain_methods_etas(bench):
+    chosen = bench.defaults(
+        {"t_start": 0.6, "fixed": {"lora": {"addition": {"value": 0.25}}, "full": {"inpainting": {"value": 1.0}}}},
+        "full",
+    )
+    assert chosen == {"start": "noise", "t_start": 0.6, "method": "full",
+                      "eta": {"lora": {"addition": 0.25}, "full": {"inpainting": 1.0}}}
+
+
+def test_shards_deal_the_rows_out_beside_the_manifest(bench, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    rows = [["id", "edit_type", "audio", "target_prompt"]] + [[f"c{i}", "addition", f"a/{i}.wav", "p, q"]
+                                                             for i in range(5)]
+    with open(manifest, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    parts = bench.shard_manifests(manifest, 2)
+    assert [p.parent for p in parts] == [tmp_path, tmp_path]  # relative audio paths still hold
+    read = [list(csv.reader(p.read_text().splitlines())) for p in parts]
+    assert [r[0] for r in read] == [rows[0], rows[0]]
+    assert [[row[0] for row in r[1:]] for r in read] == [["c0", "c2", "c4"], ["c1", "c3"]]
+    assert read[0][1][3] == "p, q"  # quoting survives
+    assert len(bench.shard_manifests(manifest, 9)) == 5  # never an empty part
+
+
+def test_the_summary_renders_with_the_defaults_to_paste(bench):
+    runs = {0.4: fake_results(lambda m, t, v: 3 + v if m.endswith("inversion") else 6 + v)}  # SDEdit: 6.2 at 0.2
+    methods = ["lora", "lora-inversion", "full", "full-inversion", "sdedit"]
+    selection = bench.select(runs, methods)
+    summary = {
+        "settings": {"command": "python benchmarks/mini_faithful.py", "select_cases": 6, "report_cases": 6,
+                     "steps": 50, "etas": [0.0, 0.5, 1.0], "strengths": [0.2, 0.6], "baseline_t_starts": [0.4],
+                     "t_starts": [0.4], "seconds": 60.0},
+        "defaults": bench.defaults(selection, selection["ranking"][0]["method"]),
+        "selection": selection,
+        "report": bench.report(runs[0.4], selection, methods),
+    }
+    text = bench.render(summary)
+    assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4}`" in text
+    assert "'lora': {'addition': 0.0, 'style_transfer': 0.0, 'inpainting': 0.0}" in text
+    assert "| addition | lora-inversion | sdedit | 3.200 [3.200, 3.200] | 2 |" in text
