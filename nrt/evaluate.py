@@ -197,6 +197,7 @@ def output_key(config: EvalConfig, clip: CheckedClip, out: Output) -> str:
     else:  # what starts from noise (or is given its start as its value) does not depend on them
         sample.pop("start"), sample.pop("t_start")
     parts: dict[str, Any] = {
+        "file": "float32",  # outputs written as 16-bit PCM before were clipped at full scale
         "method": out.method,
         "value": out.value,
         "seed": out.seed,
@@ -471,7 +472,9 @@ def run_clip_unit(root: Path, res: Resources, config: EvalConfig, store: ClipSto
     waves: dict[Output, np.ndarray] = {}
     if todo:
         for out, wave in _make(root, res, config, clip, unit, todo, progress).items():
-            subtype = "PCM_16" if out.method != "input" or clip.clip.subtype == "PCM_16" else "FLOAT"
+            # 32-bit float: what is scored (and rescored) is what the model made, peaks above full
+            # scale included; a 16-bit file would clip them, which the codec bound is not
+            subtype = "PCM_16" if out.method == "input" and clip.clip.subtype == "PCM_16" else "FLOAT"
             write_audio(store.file(out), wave, clip.clip.sample_rate, subtype=subtype)
             waves[out] = clip.clip.samples if out.method == "input" else _read_back(store.file(out))
     for out in outs:

@@ -130,6 +130,8 @@ def test_eval_writes_tables_results_figures_and_audio(run: tuple[Path, Path]) ->
         for out in clip["outputs"]:
             info = sf.info(output / out["file"])
             assert (info.frames, info.samplerate, info.channels) == (source.frames, source.samplerate, source.channels)
+            # what is scored is what the model made: a 16-bit file would clip peaks above full scale
+            assert info.subtype == ("PCM_16" if out["method"] == "input" else "FLOAT")
             assert math.isfinite(out["sum"]) and out["sum"] == pytest.approx(out["text"] + out["audio"])
             assert ("text_filled" in out) == (clip["edit_type"] == "inpainting")
 
@@ -403,3 +405,25 @@ def test_the_objectives_agreement_is_measured_with_either_gain() -> None:
     assert objective_agreement(results, None) == {}
     codec = objective_agreement(results, None, "objective_spearman_codec")
     assert codec["addition"]["lora"]["mean"] == -1.0 and codec["addition"]["lora"]["n"] == 1
+
+
+def test_outputs_louder_than_full_scale_are_kept_and_scored_as_made(
+    tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = _write_clips(tmp_path / "data")
+    made: dict[str, np.ndarray] = {}
+
+    def loud(root, res, config, clip, unit, todo, progress):  # SDEdit's outputs, three times full scale
+        rows = clip.clip.samples.shape[0]
+        waves = {o: np.full((rows, clip.clip.channels), 3.0 * (i + 1), np.float32) for i, o in enumerate(todo)}
+        made.update({f"{o.method}-{o.value}": w for o, w in waves.items()})
+        return waves
+
+    monkeypatch.setattr(nrt.evaluate, "_make", loud)
+    output = tmp_path / "out"
+    argv = [*FAST, "--methods", "sdedit", "--limit", "1"]
+    assert main(["eval", str(manifest), "-o", str(output), *argv]) == 0
+    for out in _results(output)["clips"][0]["outputs"]:
+        if out["method"] == "sdedit":
+            kept, _ = sf.read(output / out["file"], dtype="float32", always_2d=True)
+            np.testing.assert_array_equal(kept, made[f"sdedit-{out['value']}"])
