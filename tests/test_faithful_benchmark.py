@@ -109,8 +109,13 @@ def test_the_summary_renders_with_the_defaults_to_paste(bench):
         "defaults": bench.defaults(selection, selection["ranking"][0]["method"]),
         "selection": selection,
         "report": bench.report(runs[0.4], selection, methods),
+        "reproduction": [{"edit_type": "addition", "method": "lora-inversion", "n": 20, "f1_input_min": 0.29,
+                          "f1_input_mean": 0.8, "input_at_least_095": 14, "f1_codec_min": 1.0, "f1_codec_mean": 1.0,
+                          "codec_at_least_095": 20, "codec_self_f1_mean": 0.8, "codec_self_at_least_095": 14,
+                          "logmel_to_codec_max": 0.0071}],
     }
     text = bench.render(summary)
+    assert "| addition | lora-inversion | 20 | 0.29, 0.80, 14 | 1.00, 1.00, 20 | 0.80, 14 | 0.007 |" in text
     assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4}`" in text
     assert "'lora': {'addition': 0.0, 'style_transfer': 0.0, 'inpainting': 0.0}" in text
     assert "| addition | lora-inversion | sdedit | 3.200 [3.200, 3.200] | 2 |" in text
