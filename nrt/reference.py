@@ -113,12 +113,13 @@ class ReferenceYardstick:
 
     ``input`` and ``reference`` are the clips as read (any rate, channels and length; see the
     module notes for how they are aligned); ``mask`` is the inpainting mask of the edit, if any.
+    Without a CLAP ``scorer`` only :meth:`distances` measures.
     """
 
     def __init__(
         self,
         backbone: Backbone,
-        scorer: WindowedClapScorer,
+        scorer: WindowedClapScorer | None,
         input: AudioClip,
         reference: AudioClip,
         *,
@@ -168,7 +169,7 @@ class ReferenceYardstick:
         self.codec_input_distance = _l1(_log_mel(codec_input, self.rate), self._codec_reference_mel)
 
         # 4. What CLAP and the onset detector make of the reference.
-        self._e_ref = scorer.embed_audio([self.reference_wave], self.rate)
+        self._e_ref = None if scorer is None else scorer.embed_audio([self.reference_wave], self.rate)
         self._ref_onsets = detect_onsets(self.reference_wave, self.rate, self.onset_config)
 
     @property
@@ -188,36 +189,57 @@ class ReferenceYardstick:
             return math.nan
         return (self.codec_input_distance - codec_distance) / self.codec_input_distance
 
-    def score(self, outputs: Sequence[np.ndarray], rate: int) -> list[dict[str, float]]:
-        """One dict of :data:`REFERENCE_KEYS` per output (``[frames]`` or ``[frames, channels]`` at ``rate``)."""
+    def distances(self, outputs: Sequence[np.ndarray], rate: int) -> list[dict[str, float]]:
+        """The log-mel distances and gains of each output alone (no CLAP, no onsets)."""
+        return self._distances(self._waves(outputs, rate))
+
+    def _distances(self, waves: list[np.ndarray]) -> list[dict[str, float]]:
+        rows = []
+        for wave in waves:
+            mel = _log_mel(wave, self.rate)
+            distance, codec_distance = _l1(mel, self._reference_mel), _l1(mel, self._codec_reference_mel)
+            rows.append(
+                {
+                    "ref_logmel_l1": distance,
+                    "ref_gain": self.gain(distance),
+                    "ref_codec_logmel_l1": codec_distance,
+                    "ref_codec_gain": self.codec_gain(codec_distance),
+                }
+            )
+        return rows
+
+    def _waves(self, outputs: Sequence[np.ndarray], rate: int) -> list[np.ndarray]:
         if isinstance(outputs, np.ndarray):
             raise InputError("outputs must be a list of waveforms")
         if not (isinstance(rate, (int, np.integer)) and rate > 0):
             raise InputError(f"the outputs' sample rate must be a positive integer (Hz), got {rate!r}")
-        if not len(outputs):
+        return [self._fit(self._mono(output, rate)) for output in outputs]
+
+    def score(self, outputs: Sequence[np.ndarray], rate: int) -> list[dict[str, float]]:
+        """One dict of :data:`REFERENCE_KEYS` per output (``[frames]`` or ``[frames, channels]`` at ``rate``)."""
+        waves = self._waves(outputs, rate)
+        if not waves:
             return []
-        waves = [self._fit(self._mono(output, rate)) for output in outputs]
+        if self.scorer is None:
+            raise InputError("this yardstick has no CLAP scorer; distances() measures without one")
         embeddings = torch.nn.functional.normalize(self.scorer.embed_audio(waves, self.rate).double(), dim=-1)
         reference = torch.nn.functional.normalize(self._e_ref.double().reshape(1, -1), dim=-1)
         cosines = (embeddings @ reference.T)[:, 0].numpy()
         rows = []
-        for wave, cosine in zip(waves, cosines, strict=True):
-            mel = _log_mel(wave, self.rate)
-            distance = _l1(mel, self._reference_mel)
-            codec_distance = _l1(mel, self._codec_reference_mel)
+        for wave, cosine, distances in zip(waves, cosines, self._distances(waves), strict=True):
             onsets = onset_scores(
                 self._ref_onsets, detect_onsets(wave, self.rate, self.onset_config), self.onset_tolerance
             )
             rows.append(
                 {
-                    "ref_logmel_l1": distance,
+                    "ref_logmel_l1": distances["ref_logmel_l1"],
                     "ref_clap": float(cosine),
                     "ref_onset_f1": onsets.f1,
                     "ref_onset_precision": onsets.precision,
                     "ref_onset_recall": onsets.recall,
-                    "ref_gain": self.gain(distance),
-                    "ref_codec_logmel_l1": codec_distance,
-                    "ref_codec_gain": self.codec_gain(codec_distance),
+                    "ref_gain": distances["ref_gain"],
+                    "ref_codec_logmel_l1": distances["ref_codec_logmel_l1"],
+                    "ref_codec_gain": distances["ref_codec_gain"],
                     "input_ref_logmel_l1": self.input_distance,
                     "codec_ref_logmel_l1": self.codec_distance,
                     "codec_input_codec_ref_logmel_l1": self.codec_input_distance,

@@ -115,6 +115,17 @@ def test_scores_are_deterministic_and_one_at_a_time_equals_a_batch(
     assert yardstick.score([], SAMPLE_RATE) == []
 
 
+def test_distances_alone_need_no_clap_and_agree_with_the_scores(backbone, yardstick, addition, cases) -> None:
+    outputs = [cases[3].target.render(), addition[0].samples]
+    plain = ReferenceYardstick(backbone, None, *addition)
+    rows = plain.distances(outputs, SAMPLE_RATE)
+    for row, full in zip(rows, yardstick.score(outputs, SAMPLE_RATE), strict=True):
+        assert row == {k: full[k] for k in ("ref_logmel_l1", "ref_gain", "ref_codec_logmel_l1", "ref_codec_gain")}
+    assert rows[1]["ref_gain"] == 0.0  # the input itself
+    with pytest.raises(InputError, match="no CLAP scorer"):
+        plain.score(outputs, SAMPLE_RATE)
+
+
 def test_any_rate_channels_and_length(backbone, scorer, addition) -> None:
     input_clip, reference = addition
     # the input at 44.1 kHz in stereo (two levels), the reference at 22.05 kHz and 0.3 s longer
