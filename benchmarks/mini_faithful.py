@@ -129,6 +129,74 @@ def share_bundles(runs: Path, out: Path) -> None:
 
 GAIN, CODEC_GAIN, DISTANCE = "ref_gain", "ref_codec_gain", "ref_logmel_l1"
 REFERENCE_ROWS = ("input", "t2a", "fill")
+KEPT = "+keep"  # "<method>+keep<dB>": the method's outputs merged with the input (nrt.keep) at that dB
+
+
+def base_method(method: str) -> str:
+    """The ``nrt eval`` method of a row: ``lora-inversion+keep10`` is ``lora-inversion``'s outputs, merged."""
+    return method.split(KEPT, 1)[0]
+
+
+def add_kept(results: dict, manifest: Path, root: Path, model: str, keep_dbs: list[float]) -> dict:
+    """``results`` with every method's outputs also merged with the input (``<method>+keep<dB>``).
+
+    Each merged output is measured against the reference as ``nrt eval`` measures outputs (log-mel
+    distance and gains; no CLAP). What was measured is kept in ``root/keep.json``, keyed by the
+    output file's size and time, so a rerun measures only what is new.
+    """
+    import soundfile as sf
+
+    from nrt.audio import load_audio
+    from nrt.backbones import load_backbone
+    from nrt.keep import keep_input
+    from nrt.manifest import read_manifest
+    from nrt.reference import ReferenceYardstick, codec_round_trip
+
+    if not keep_dbs:
+        return results
+    cache_path = root / "keep.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    references = {row.clip_id: row.reference for row in read_manifest(manifest)}
+    backbone = None
+    clips = []
+    for clip in results["clips"]:
+        clip = {**clip, "methods": dict(clip["methods"])}
+        outputs = [o for o in clip["outputs"] if o.get("seed", 0) in (0, None) and o["method"] not in REFERENCE_ROWS]
+        todo = {}
+        for o in outputs:
+            stat = (root / o["file"]).stat()
+            todo[o["file"]] = [f"{o['file']}|{db:g}|{stat.st_size}|{stat.st_mtime_ns}" for db in keep_dbs]
+        measured = cache.setdefault(clip["id"], {})
+        if any(k not in measured for keys in todo.values() for k in keys):
+            if backbone is None:
+                backbone = load_backbone(model, device="cpu")
+            source = load_audio(clip["audio"])
+            mask = [tuple(r) for r in clip["mask"]] if clip.get("mask") else None
+            codec = codec_round_trip(backbone, source, mask)
+            yardstick = ReferenceYardstick(backbone, None, source, load_audio(references[clip["id"]]), mask=mask)
+            for file, keys in todo.items():
+                if all(k in measured for k in keys):
+                    continue
+                edit, _ = sf.read(root / file, dtype="float32", always_2d=True)
+                merged = [keep_input(source.samples, edit, codec, source.sample_rate, db) for db in keep_dbs]
+                for key, row in zip(keys, yardstick.distances(merged, source.sample_rate)):
+                    measured[key] = _finite_only(row)
+            write_json(cache_path, cache)
+        for method, entry in list(clip["methods"].items()):
+            for i, db in enumerate(keep_dbs):
+                values = []
+                for v in entry["values"]:
+                    made = [o for o in outputs if o["method"] == method and o["value"] == v["value"]]
+                    if made:
+                        row = measured[todo[made[0]["file"]][i]]
+                        values.append({"value": v["value"], "in_grid": v["in_grid"], **row})
+                clip["methods"][f"{method}{KEPT}{db:g}"] = {"values": values}
+        clips.append(clip)
+    return {**results, "clips": clips}
+
+
+def _finite_only(row: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if _finite(v) else None) for k, v in row.items()}
 
 
 def per_clip(results: dict, method: str, key: str) -> dict[str, dict[float, float]]:
@@ -191,8 +259,8 @@ def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
         return float(np.mean(known)) if known else None
 
     ranking = []
-    for method in (m for m in methods if m in OURS):
-        for t_start, results in runs.items() if method in STARTED else [(None, any_run)]:
+    for method in (m for m in methods if base_method(m) in OURS):
+        for t_start, results in runs.items() if base_method(method) in STARTED else [(None, any_run)]:
             score = overall(results, method)
             if score is not None:
                 ranking.append({"method": method, "t_start": t_start, "mean_distance": score})
@@ -201,7 +269,7 @@ def select(runs: dict[float, dict], methods: list[str]) -> dict[str, Any]:
     t_start = started[0]["t_start"] if started else next(iter(runs))
     chosen: dict[str, Any] = {}
     for method in methods:
-        results = runs[t_start] if method in STARTED else any_run
+        results = runs[t_start] if base_method(method) in STARTED else any_run
         chosen[method] = {}
         for edit_type in EDIT_TYPES:
             value, mean = closest_setting(per_clip(results, method, DISTANCE), ids_of[edit_type])
@@ -216,14 +284,16 @@ def defaults(selection: dict[str, Any], best: str) -> dict[str, Any]:
     The start is the closest method's; each fit method's η per edit type is that method's fixed η
     with this start. t_start is the one the started methods were chosen at (unused by ``noise``).
     """
-    start = best.partition("-")[2] or "noise"
+    start = base_method(best).partition("-")[2] or "noise"
+    kept = best[len(base_method(best)) :]
     eta: dict[str, dict[str, float]] = {}
     for fit in ("lora", "full"):
-        method = fit if start == "noise" else f"{fit}-{start}"
+        method = (fit if start == "noise" else f"{fit}-{start}") + kept
         chosen = selection["fixed"].get(method, {})
         if chosen:
             eta[fit] = {t: chosen[t]["value"] for t in EDIT_TYPES if t in chosen}
-    return {"start": start, "t_start": selection["t_start"], "method": best, "eta": eta}
+    keep_db = float(kept[len(KEPT) :]) if kept else None
+    return {"start": start, "t_start": selection["t_start"], "method": best, "eta": eta, "keep_db": keep_db}
 
 
 def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict[str, Any]:
@@ -270,8 +340,9 @@ def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict
                     at_fixed[(method, edit_type, DISTANCE)] = d
     paired = []
     for edit_type in EDIT_TYPES:
-        for ours in (m for m in methods if m in OURS):
-            for other in [*BASELINES, "fill", "input", "t2a"]:
+        for ours in (m for m in methods if base_method(m) in OURS):
+            kept = ours[len(base_method(ours)) :]  # each baseline with the same merge, then the references
+            for other in [*(b + kept for b in BASELINES), "fill", "input", "t2a"]:
                 entry: dict[str, Any] = {"edit_type": edit_type, "ours": ours, "other": other}
                 for key, sign in ((GAIN, 1.0), (CODEC_GAIN, 1.0), (DISTANCE, -1.0)):  # all: > 0 means ours is closer
                     a, b = at_fixed.get((ours, edit_type, key)), at_fixed.get((other, edit_type, key))
@@ -363,7 +434,10 @@ def render(summary: dict) -> str:
         f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: {s['report_cases']} cases "
         f"(seed 0). {s['steps']} sampling steps; η grid {s['etas']}; SDEdit strengths {s['strengths']}; "
         f"DDPM-inversion t_start {s['baseline_t_starts']}; the starts' t_start searched over {s['t_starts']} "
-        "on the selection set. Fit: nrt-mini's default LoRA fit.",
+        "on the selection set. Fit: nrt-mini's default fits (full and LoRA). "
+        f"`<method>+keep<dB>`: that method's outputs merged with the input where they match the codec's round "
+        f"trip of it within about that many dB (`nrt.keep`), at {s.get('keep_dbs', [])} dB; each baseline is "
+        "compared with ours under the same merge.",
         "",
         "Distance: log-mel L1 (dB) to the reference, the scene the edit should produce (lower is closer). "
         "Reference gain = (d(input, ref) − d(edit, ref)) / (d(input, ref) − d(codec(ref), ref)): 1 = as close as "
@@ -375,7 +449,8 @@ def render(summary: dict) -> str:
         "",
         "## Chosen on the selection set (by distance, which every case has)",
         "",
-        f"Closest start: **{summary['defaults']['start']}**; t_start **{summary['defaults']['t_start']}**. "
+        f"Closest: **{summary['defaults']['method']}**; start **{summary['defaults']['start']}**, t_start "
+        f"**{summary['defaults']['t_start']}**, merge **{summary['defaults'].get('keep_db')}** dB. "
         "nrt-mini's defaults from it (`nrt/defaults.py`): "
         f"`MINI_SAMPLE = {{'start': {summary['defaults']['start']!r}, 't_start': {summary['defaults']['t_start']}}}`, "
         f"`MINI_ETA = {summary['defaults'].get('eta', {})}` (each fit method's fixed η per edit type with this start).",
@@ -453,6 +528,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8])
     parser.add_argument("--steps", type=int, default=50, help="sampling steps of every method")
+    parser.add_argument(
+        "--keep-dbs",
+        type=float,
+        nargs="+",
+        default=[6.0, 10.0, 15.0],
+        help="every method is also measured with its outputs merged with the input (nrt.keep) at these dB",
+    )
     parser.add_argument("--model", default="mini", help="backbone (its CLAP and fit defaults follow it)")
     parser.add_argument(
         "--jobs",
@@ -472,14 +554,17 @@ def main(argv: list[str] | None = None) -> int:
         methods = args.methods if i == 0 else [m for m in args.methods if m in STARTED]
         run_dir = out / "select" / f"t{t_start:g}"
         share_bundles(out / "select", run_dir)
-        runs[t_start] = run_eval(select_manifest, run_dir, methods, t_start, args)
-    selection = select(runs, args.methods)
+        results = run_eval(select_manifest, run_dir, methods, t_start, args)
+        runs[t_start] = add_kept(results, select_manifest, run_dir, args.model, args.keep_dbs)
+    every = [*args.methods, *(f"{m}{KEPT}{db:g}" for m in args.methods for db in args.keep_dbs)]
+    selection = select(runs, every)
     best = selection["ranking"][0] if selection["ranking"] else {"method": "lora"}
     t_start = selection["t_start"]
 
     # 2. Report: the chosen t_start, every method at its fixed setting and its oracle
     report_manifest = write_cases(edit_cases(args.report_per_type, seed=0), out / "report" / "cases")
     results = run_eval(report_manifest, out / "report" / "eval", args.methods, t_start, args)
+    kept = add_kept(results, report_manifest, out / "report" / "eval", args.model, args.keep_dbs)
     summary = {
         "settings": {
             "command": "python benchmarks/mini_faithful.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -490,11 +575,12 @@ def main(argv: list[str] | None = None) -> int:
             "strengths": args.strengths,
             "baseline_t_starts": args.baseline_t_starts,
             "t_starts": args.t_starts,
+            "keep_dbs": args.keep_dbs,
             "seconds": round(time.time() - started, 1),
         },
         "defaults": defaults(selection, best["method"]),
         "selection": selection,
-        "report": report(results, selection, args.methods),
+        "report": report(kept, selection, every),
         "reproduction": reproduction(results, out / "report" / "eval", args.model, args.methods),
     }
     write_json(out / "faithful.json", summary)

@@ -79,8 +79,14 @@ def test_the_noise_start_gives_the_plain_methods_etas(bench):
         {"t_start": 0.6, "fixed": {"lora": {"addition": {"value": 0.25}}, "full": {"inpainting": {"value": 1.0}}}},
         "full",
     )
-    assert chosen == {"start": "noise", "t_start": 0.6, "method": "full",
+    assert chosen == {"start": "noise", "t_start": 0.6, "method": "full", "keep_db": None,
                       "eta": {"lora": {"addition": 0.25}, "full": {"inpainting": 1.0}}}
+    kept = bench.defaults(
+        {"t_start": 0.4, "fixed": {"lora-inversion+keep10": {"addition": {"value": 0.75}},
+                                   "lora-inversion": {"addition": {"value": 0.25}}}},
+        "lora-inversion+keep10",
+    )
+    assert (kept["start"], kept["keep_db"], kept["eta"]) == ("inversion", 10.0, {"lora": {"addition": 0.75}})
 
 
 def test_shards_deal_the_rows_out_beside_the_manifest(bench, tmp_path):
@@ -119,3 +125,47 @@ def test_the_summary_renders_with_the_defaults_to_paste(bench):
     assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4}`" in text
     assert "'lora': {'addition': 0.0, 'style_transfer': 0.0, 'inpainting': 0.0}" in text
     assert "| addition | lora-inversion | sdedit | 3.200 [3.200, 3.200] | 2 |" in text
+
+
+def test_merged_outputs_are_measured_against_the_reference(bench, tmp_path):
+    """An output equal to the codec's round trip of the input, merged, is the input again."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from nrt.audio import load_audio
+    from nrt.backbones import load_backbone
+    from nrt.reference import ReferenceYardstick, codec_round_trip
+
+    rate = 16_000
+    rng = np.random.default_rng(0)
+    t = np.arange(rate) / rate
+    source = (0.1 * rng.standard_normal(rate)).astype(np.float32)
+    target = source + (0.4 * np.sin(2 * np.pi * 800 * t) * (t > 0.5)).astype(np.float32)
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "reference").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", source, rate, subtype="FLOAT")
+    sf.write(tmp_path / "reference" / "a.wav", target, rate, subtype="FLOAT")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("id,edit_type,audio,target_prompt,reference\na,addition,audio/a.wav,a tone,reference/a.wav\n")
+    backbone = load_backbone("tiny", device="cpu")
+    codec = codec_round_trip(backbone, load_audio(tmp_path / "audio" / "a.wav"))
+    (tmp_path / "run" / "audio" / "a").mkdir(parents=True)
+    sf.write(tmp_path / "run" / "audio" / "a" / "lora-inversion-0.00.wav", codec, rate, subtype="FLOAT")
+    results = {"clips": [{
+        "id": "a", "edit_type": "addition", "audio": str(tmp_path / "audio" / "a.wav"), "mask": None,
+        "outputs": [{"method": "lora-inversion", "value": 0.0, "seed": 0, "file": "audio/a/lora-inversion-0.00.wav"}],
+        "methods": {"lora-inversion": {"values": [{"value": 0.0, "in_grid": True, "ref_logmel_l1": 9.0}]}},
+        "reference": {},
+    }]}
+    kept = bench.add_kept(results, manifest, tmp_path / "run", "tiny", [10.0])
+    row = kept["clips"][0]["methods"]["lora-inversion+keep10"]["values"][0]
+    yardstick = ReferenceYardstick(backbone, None, load_audio(tmp_path / "audio" / "a.wav"),
+                                   load_audio(tmp_path / "reference" / "a.wav"))
+    assert row["value"] == 0.0 and row["ref_logmel_l1"] == pytest.approx(yardstick.input_distance, abs=1e-3)
+    assert kept["clips"][0]["methods"]["lora-inversion"] == results["clips"][0]["methods"]["lora-inversion"]
+    cache = json.loads((tmp_path / "run" / "keep.json").read_text())
+    assert list(cache["a"]) and all(k.startswith("audio/a/lora-inversion-0.00.wav|10|") for k in cache["a"])
+    again = bench.add_kept(results, manifest, tmp_path / "run", "tiny", [10.0])  # from the cache
+    assert again["clips"][0]["methods"]["lora-inversion+keep10"]["values"][0] == row
