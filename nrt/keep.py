@@ -35,6 +35,14 @@ def frame_length(sample_rate: int) -> int:
     return 2 ** max(6, round(math.log2(0.032 * sample_rate)))
 
 
+def check_keep_db(keep_db: float) -> float:
+    """``keep_db`` as a float if it is a positive, finite number of dB; InputError otherwise."""
+    number = isinstance(keep_db, (int, float)) and not isinstance(keep_db, bool)
+    if not (number and math.isfinite(keep_db) and keep_db > 0):
+        raise InputError(f"keep_db must be a positive number of dB, got {keep_db!r}")
+    return float(keep_db)
+
+
 def keep_weights(edit_spec: np.ndarray, codec_spec: np.ndarray, keep_db: float) -> np.ndarray:
     """Per bin, how much of the edit to take (0: the input's, 1: the edit's)."""
     from scipy import ndimage
@@ -53,8 +61,7 @@ def keep_input(
     edit and the codec's round trip at the input's rate, length and channels). Returns float32
     of the same shape.
     """
-    if not (isinstance(keep_db, (int, float)) and math.isfinite(keep_db) and keep_db > 0):
-        raise InputError(f"keep_db must be a positive number of dB, got {keep_db!r}")
+    check_keep_db(keep_db)
     x, e, c = (np.asarray(w, dtype=np.float64) for w in (input, edit, codec_input))
     if x.ndim != 2 or e.shape != x.shape or c.shape != x.shape:
         raise InputError(
@@ -77,4 +84,16 @@ def keep_input(
     return out.astype(np.float32)
 
 
-__all__ = ["frame_length", "keep_input", "keep_weights"]
+def keep_edits(backbone, clip, outputs: list[np.ndarray], keep_db: float, mask=None) -> list[np.ndarray]:
+    """Each of ``outputs`` (edits of ``clip`` by ``backbone``) merged with ``clip`` at ``keep_db``.
+
+    The codec's round trip of the input is made once (with inpainting's ``mask``, so the kept
+    context is the input's either way).
+    """
+    from .reference import codec_round_trip
+
+    codec = codec_round_trip(backbone, clip, mask)
+    return [keep_input(clip.samples, output, codec, clip.sample_rate, keep_db) for output in outputs]
+
+
+__all__ = ["check_keep_db", "frame_length", "keep_edits", "keep_input", "keep_weights"]

@@ -219,3 +219,26 @@ def test_generate_takes_eta_for_the_bundles_method_and_edit_type(tmp_path, tone_
     code, out, err = run(["generate", str(bundle), "-o", str(tmp_path / "gen"), *FAST_SAMPLE, *model], capsys)
     assert code == 0, err
     assert [f.name for f in (tmp_path / "gen").iterdir()] == ["eta-0.35.wav"]  # full, style transfer
+
+
+def test_the_inversion_at_eta_0_kept_gives_the_recording_back(tmp_path, tone_wav, model, capsys):
+    bundle = tmp_path / "bundle"
+    code, _, err = run(["fit", str(tone_wav), "a dog barks", "-o", str(bundle), *FAST_FIT, *model], capsys)
+    assert code == 0, err
+    common = ["--eta", "0", "--start", "inversion", "--t-start", "0.5", *FAST_SAMPLE, *model]
+    code, _, err = run(["generate", str(bundle), "-o", str(tmp_path / "plain"), *common], capsys)
+    assert code == 0, err
+    code, _, err = run(["generate", str(bundle), "-o", str(tmp_path / "kept"), "--keep-db", "10", *common], capsys)
+    assert code == 0, err
+    source, _ = sf.read(tone_wav, dtype="float32")
+    plain, _ = sf.read(tmp_path / "plain" / "eta-0.00.wav", dtype="float32")
+    kept, _ = sf.read(tmp_path / "kept" / "eta-0.00.wav", dtype="float32")
+    assert np.abs(plain - source).max() > 0.01  # the codec's round trip of the input, not the input
+    np.testing.assert_allclose(kept, source, atol=2e-4)  # the recording itself (16-bit file)
+
+
+def test_a_bad_keep_db_exits_2_before_the_fit(tmp_path, tone_wav, model, capsys):
+    code, _, err = run(["edit", str(tone_wav), "a bell", "--keep-db", "-3", "-o", str(tmp_path / "e.wav"), *model],
+                       capsys)
+    assert code == 2 and "keep_db must be a positive number of dB" in err
+    assert not (tmp_path / "e.bundle").exists()
