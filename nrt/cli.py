@@ -135,15 +135,15 @@ def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
             help="fraction of the schedule run from the input, in (0, 1] (starts input and inversion) "
             f"(default: {MINI_SAMPLE['t_start']:g} for mini, {d.t_start:g} otherwise)",
         )
-        g.add_argument(
-            "--keep-db",
-            type=float,
-            default=None,
-            metavar="DB",
-            help="keep the input wherever the edit's spectrum is within about DB dB of what the codec "
-            "makes of the unchanged input (nrt/keep.py); unchanged parts then come back as recorded, "
-            "not through the codec (default: off)",
-        )
+    g.add_argument(
+        "--keep-db",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="keep the input wherever the edit's spectrum is within about DB dB of what the codec "
+        "makes of the unchanged input (nrt/keep.py); unchanged parts then come back as recorded, "
+        "not through the codec (default: off)",
+    )
     g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
     g.add_argument("--scheduler", choices=["ddpm", "ddim"], default=d.scheduler, help="sampler")
@@ -533,6 +533,7 @@ def cmd_sdedit(args: argparse.Namespace) -> int:
     _, mask = _edit_type_and_mask(args, clip)
     backbone = _load_backbone(args)
     outputs = sdedit(backbone, clip, args.prompt, strengths, config, args.seed, mask=mask, progress=not args.quiet)
+    outputs = _keep(args, backbone, clip, outputs, mask)
     for path in _write_outputs(output, strengths, outputs, clip.sample_rate, "strength", args.format):
         print(path)
     return 0
@@ -564,6 +565,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
         mask=mask,
         progress=not args.quiet,
     )
+    outputs = _keep(args, backbone, clip, outputs, mask)
     for path in _write_outputs(output, t_starts, outputs, clip.sample_rate, "t_start", args.format):
         print(path)
     return 0

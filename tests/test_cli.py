@@ -242,3 +242,15 @@ def test_a_bad_keep_db_exits_2_before_the_fit(tmp_path, tone_wav, model, capsys)
                        capsys)
     assert code == 2 and "keep_db must be a positive number of dB" in err
     assert not (tmp_path / "e.bundle").exists()
+
+
+def test_the_baselines_take_keep_db_too(tmp_path, tone_wav, model, capsys):
+    source, _ = sf.read(tone_wav, dtype="float32")
+    for command, grid in (("sdedit", ["--strength", "0.6"]), ("invert", ["--t-start", "0.6"])):
+        out = tmp_path / f"{command}.wav"
+        # a change of 1000 dB is never reached: every bin is the recording's
+        code, _, err = run([command, str(tone_wav), "a bell", *grid, "--keep-db", "1000", "-o", str(out),
+                            *FAST_SAMPLE, *model], capsys)
+        assert code == 0, err
+        kept, _ = sf.read(out, dtype="float32")
+        np.testing.assert_allclose(kept, source, atol=2e-4)
