@@ -142,7 +142,7 @@ def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
         metavar="DB",
         help="keep the input wherever the edit's spectrum is within about DB dB of what the codec "
         "makes of the unchanged input (nrt/keep.py); unchanged parts then come back as recorded, "
-        "not through the codec (default: off)",
+        f"not through the codec (default: {MINI_SAMPLE.get('keep_db') or 'off'} for mini, off otherwise)",
     )
     g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
@@ -374,21 +374,15 @@ def _sample_config(args: argparse.Namespace):
     from .settings import check_seed
 
     check_seed(args.seed)
-    if getattr(args, "keep_db", None) is not None:
-        from .keep import check_keep_db
-
-        check_keep_db(args.keep_db)
     starts = {"start": args.start, "t_start": args.t_start} if hasattr(args, "start") else {}
-    return sample_config(args.model, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, **starts)
-
-
-def _keep(args: argparse.Namespace, backbone, clip, outputs: list, mask) -> list:
-    """The outputs merged with the input at ``--keep-db``, or as they are without it."""
-    if args.keep_db is None:
-        return outputs
-    from .keep import keep_edits
-
-    return keep_edits(backbone, clip, outputs, args.keep_db, mask)
+    return sample_config(
+        args.model,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        keep_db=args.keep_db,
+        **starts,
+    )
 
 
 def _etas(args: argparse.Namespace, method: str, edit_type: str) -> list[float]:
@@ -489,7 +483,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     backbone = _load_backbone(args)
     bundle = load_bundle(args.bundle, backbone.info)
     outputs = generate(backbone, bundle, etas, config, args.seed, progress=not args.quiet)
-    outputs = _keep(args, backbone, bundle.input, outputs, bundle.mask)
     for path in _write_outputs(output, etas, outputs, bundle.input.sample_rate, "eta", args.format):
         print(path)
     return 0
@@ -514,7 +507,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
     _fit_and_save(args, backbone, clip, bundle_path, overwrite=True)
     bundle = load_bundle(bundle_path, backbone.info)
     outputs = generate(backbone, bundle, etas, config, args.seed, progress=not args.quiet)
-    outputs = _keep(args, backbone, clip, outputs, bundle.mask)
     for path in _write_outputs(output, etas, outputs, clip.sample_rate, "eta", args.format):
         print(path)
     logger.info("bundle kept in %s (nrt generate %s --eta ... -o DIR)", bundle_path, bundle_path)
@@ -533,7 +525,6 @@ def cmd_sdedit(args: argparse.Namespace) -> int:
     _, mask = _edit_type_and_mask(args, clip)
     backbone = _load_backbone(args)
     outputs = sdedit(backbone, clip, args.prompt, strengths, config, args.seed, mask=mask, progress=not args.quiet)
-    outputs = _keep(args, backbone, clip, outputs, mask)
     for path in _write_outputs(output, strengths, outputs, clip.sample_rate, "strength", args.format):
         print(path)
     return 0
@@ -565,7 +556,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
         mask=mask,
         progress=not args.quiet,
     )
-    outputs = _keep(args, backbone, clip, outputs, mask)
     for path in _write_outputs(output, t_starts, outputs, clip.sample_rate, "t_start", args.format):
         print(path)
     return 0

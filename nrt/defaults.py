@@ -28,7 +28,7 @@ MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
 TOY_FIT = MappingProxyType({"embed_steps": 20, "tune_steps": 40})
 # nrt-mini's step 3: the start, its t_start, and η by fit method and edit type, chosen on held-out
 # edits by their distance to the intended result (benchmarks/mini_faithful.py, the model card)
-MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6})
+MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6, "keep_db": None})
 MINI_ETA = MappingProxyType(
     {
         "lora": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),
@@ -102,16 +102,23 @@ def fit_config(
 
 
 def sample_config(
-    model: str | None, *, start: str | None = None, t_start: float | None = None, **fields: Any
+    model: str | None,
+    *,
+    start: str | None = None,
+    t_start: float | None = None,
+    keep_db: float | None = None,
+    **fields: Any,
 ) -> SampleConfig:
-    """Step 3's settings for ``model``: ``start`` and ``t_start`` as given, else the model's default,
-    else SampleConfig's; ``fields`` (steps, guidance, scheduler) do not depend on the model."""
+    """Step 3's settings for ``model``: ``start``, ``t_start`` and ``keep_db`` as given, else the
+    model's default, else SampleConfig's; ``fields`` (steps, guidance, scheduler) do not depend on
+    the model."""
     from .settings import SampleConfig
 
     d, base = model_defaults(model), SampleConfig()
     return SampleConfig(
         start=start if start is not None else d.sample.get("start", base.start),
         t_start=t_start if t_start is not None else d.sample.get("t_start", base.t_start),
+        keep_db=keep_db if keep_db is not None else d.sample.get("keep_db", base.keep_db),
         **fields,
     )
 

@@ -73,6 +73,27 @@ def decode_outputs(
     return outputs
 
 
+def keep_recording(
+    backbone: Backbone,
+    input_latent: torch.Tensor,
+    prepared: PreparedInput,
+    clip: AudioClip,
+    mask: Sequence[tuple[float, float]] | None,
+    outputs: list[np.ndarray],
+    keep_db: float | None,
+) -> list[np.ndarray]:
+    """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are when None.
+
+    The codec's round trip of the input is ``input_latent`` decoded, as every output is.
+    """
+    if keep_db is None:
+        return outputs
+    from .keep import keep_input
+
+    codec = decode_outputs(backbone, input_latent, prepared, clip, mask)[0]
+    return [keep_input(clip.samples, output, codec, clip.sample_rate, keep_db) for output in outputs]
+
+
 def inpaint_context(
     backbone: Backbone, prepared: PreparedInput, mask: Sequence[tuple[float, float]] | None
 ) -> Inpaint | None:
@@ -161,7 +182,9 @@ class PreparedBundle:
             progress=progress,
             **starts,
         )
-        return decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
+        outputs = decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
+        input, mask = self.bundle.input, self.bundle.mask
+        return keep_recording(self.backbone, self.latent, self.prepared, input, mask, outputs, config.keep_db)
 
 
 def generate(

@@ -95,6 +95,13 @@ class SampleConfig:
         default=0.6,
         metadata={"help": "fraction of the schedule run from the input, in (0, 1] (starts input and inversion)"},
     )
+    keep_db: float | None = field(
+        default=None,
+        metadata={
+            "help": "keep the recording where the edit is within about this many dB of the codec's "
+            "round trip of it (nrt.keep); None: off"
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
@@ -106,6 +113,10 @@ class SampleConfig:
         if self.start not in STARTS:
             raise InputError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         check_t_start(self.t_start)
+        if self.keep_db is not None:
+            from .keep import check_keep_db
+
+            self.keep_db = check_keep_db(self.keep_db)
 
 
 def check_t_start(value: float) -> float:

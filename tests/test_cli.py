@@ -186,20 +186,23 @@ def test_sample_flags_left_out_take_the_models_defaults(monkeypatch):
     from nrt.settings import SampleConfig
 
     # values no other default has, so that a flag that ignored the model's table would show
-    monkeypatch.setattr("nrt.defaults.MINI_SAMPLE", MappingProxyType({"start": "inversion", "t_start": 0.35}))
+    monkeypatch.setattr(
+        "nrt.defaults.MINI_SAMPLE", MappingProxyType({"start": "inversion", "t_start": 0.35, "keep_db": 7.5})
+    )
     monkeypatch.setattr("nrt.defaults.MINI_ETA", {"lora": {"style_transfer": 0.15}, "full": {"addition": 0.65}})
     parse = build_parser().parse_args
     args = parse(["edit", "in.wav", "p", "-o", "out.wav", "--edit-type", "style_transfer"])
     config = _sample_config(args)
-    assert (config.start, config.t_start) == ("inversion", 0.35)
+    assert (config.start, config.t_start, config.keep_db) == ("inversion", 0.35, 7.5)
     assert _etas(args, "lora", "style_transfer") == [0.15]
     assert _etas(args, "full", "addition") == [0.65]
     assert _etas(args, "full", "inpainting") == [0.5]  # not in the table: the general default
     given = parse(["edit", "in.wav", "p", "-o", "out.wav", "--start", "input", "--t-start", "0.8", "--eta", "1"])
     config = _sample_config(given)
     assert (config.start, config.t_start) == ("input", 0.8) and _etas(given, "lora", "addition") == [1.0]
+    assert _sample_config(parse(["edit", "in.wav", "p", "-o", "o.wav", "--keep-db", "12"])).keep_db == 12.0
     paper = _sample_config(parse(["edit", "in.wav", "p", "-o", "out.wav", "--model", "declare-lab/tango"]))
-    assert (paper.start, paper.t_start) == (SampleConfig().start, SampleConfig().t_start)
+    assert (paper.start, paper.t_start, paper.keep_db) == (SampleConfig().start, SampleConfig().t_start, None)
     with pytest.raises(InputError, match="eta"):
         _etas(parse(["edit", "in.wav", "p", "-o", "out.wav", "--eta", "1.5"]), "lora", "addition")
 

@@ -65,3 +65,12 @@ def test_short_clips_any_rate_and_bad_settings(scene):
         keep_input(x, edit, codec, RATE, float("nan"))
     with pytest.raises(InputError, match="shape"):
         keep_input(x, edit[:-1], codec, RATE, 10.0)
+
+
+def test_the_sampling_settings_check_keep_db():
+    from nrt.settings import SampleConfig
+
+    assert SampleConfig().keep_db is None and SampleConfig(keep_db=10).keep_db == 10.0
+    for bad in (0, -1.0, float("inf"), True, "10"):
+        with pytest.raises(InputError, match="keep_db"):
+            SampleConfig(keep_db=bad)
