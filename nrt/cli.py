@@ -142,7 +142,7 @@ def _add_sample(p: argparse.ArgumentParser, eta: bool = True) -> None:
         metavar="DB",
         help="keep the input wherever the edit's spectrum is within about DB dB of what the codec "
         "makes of the unchanged input (nrt/keep.py); unchanged parts then come back as recorded, "
-        f"not through the codec (default: {MINI_SAMPLE.get('keep_db') or 'off'} for mini, off otherwise)",
+        f"not through the codec; 0: off (default: {MINI_SAMPLE.get('keep_db', 0):g} for mini, 0 otherwise)",
     )
     g.add_argument("--steps", type=int, default=d.steps, help="diffusion steps T")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")

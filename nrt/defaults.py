@@ -28,7 +28,7 @@ MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
 TOY_FIT = MappingProxyType({"embed_steps": 20, "tune_steps": 40})
 # nrt-mini's step 3: the start, its t_start, and η by fit method and edit type, chosen on held-out
 # edits by their distance to the intended result (benchmarks/mini_faithful.py, the model card)
-MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6, "keep_db": None})
+MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6, "keep_db": 0.0})
 MINI_ETA = MappingProxyType(
     {
         "lora": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),

@@ -80,13 +80,13 @@ def keep_recording(
     clip: AudioClip,
     mask: Sequence[tuple[float, float]] | None,
     outputs: list[np.ndarray],
-    keep_db: float | None,
+    keep_db: float,
 ) -> list[np.ndarray]:
-    """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are when None.
+    """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are at 0.
 
     The codec's round trip of the input is ``input_latent`` decoded, as every output is.
     """
-    if keep_db is None:
+    if not keep_db:
         return outputs
     from .keep import keep_input
 

@@ -192,7 +192,7 @@ def output_key(config: EvalConfig, clip: CheckedClip, out: Output) -> str:
     if out.method == "input":
         return _hash({"input": clip.sha256})
     sample = asdict(config.sample)
-    if sample["keep_db"] is None:  # off: the key of an output made before the setting existed
+    if not sample["keep_db"]:  # off: the key of an output made before the setting existed
         sample.pop("keep_db")
     if out.method in STARTED or out.method == "ddpm-inversion":
         sample["start"] = method_start(out.method)

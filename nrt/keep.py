@@ -36,10 +36,10 @@ def frame_length(sample_rate: int) -> int:
 
 
 def check_keep_db(keep_db: float) -> float:
-    """``keep_db`` as a float if it is a positive, finite number of dB; InputError otherwise."""
+    """``keep_db`` as a float if it is a finite number of dB >= 0 (0: off); InputError otherwise."""
     number = isinstance(keep_db, (int, float)) and not isinstance(keep_db, bool)
-    if not (number and math.isfinite(keep_db) and keep_db > 0):
-        raise InputError(f"keep_db must be a positive number of dB, got {keep_db!r}")
+    if not (number and math.isfinite(keep_db) and keep_db >= 0):
+        raise InputError(f"keep_db must be a number of dB >= 0 (0: off), got {keep_db!r}")
     return float(keep_db)
 
 
@@ -61,7 +61,8 @@ def keep_input(
     edit and the codec's round trip at the input's rate, length and channels). Returns float32
     of the same shape.
     """
-    check_keep_db(keep_db)
+    if check_keep_db(keep_db) == 0:  # the merge's limit as keep_db falls to 0: every change is the edit's
+        return np.asarray(edit, dtype=np.float32)
     x, e, c = (np.asarray(w, dtype=np.float64) for w in (input, edit, codec_input))
     if x.ndim != 2 or e.shape != x.shape or c.shape != x.shape:
         raise InputError(

@@ -95,11 +95,11 @@ class SampleConfig:
         default=0.6,
         metadata={"help": "fraction of the schedule run from the input, in (0, 1] (starts input and inversion)"},
     )
-    keep_db: float | None = field(
-        default=None,
+    keep_db: float = field(
+        default=0.0,
         metadata={
             "help": "keep the recording where the edit is within about this many dB of the codec's "
-            "round trip of it (nrt.keep); None: off"
+            "round trip of it (nrt.keep); 0: off, the edit as decoded"
         },
     )
 
@@ -113,10 +113,9 @@ class SampleConfig:
         if self.start not in STARTS:
             raise InputError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         check_t_start(self.t_start)
-        if self.keep_db is not None:
-            from .keep import check_keep_db
+        from .keep import check_keep_db
 
-            self.keep_db = check_keep_db(self.keep_db)
+        self.keep_db = check_keep_db(self.keep_db)
 
 
 def check_t_start(value: float) -> float:

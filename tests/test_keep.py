@@ -59,8 +59,9 @@ def test_short_clips_any_rate_and_bad_settings(scene):
     assert frame_length(16_000) == 512 and frame_length(48_000) == 2048 and frame_length(44_100) == 1024
     short = keep_input(x[:300], edit[:300], codec[:300], RATE, 10.0)
     assert short.shape == (300, 1) and np.isfinite(short).all()
+    np.testing.assert_array_equal(keep_input(x, edit, codec, RATE, 0.0), edit)  # 0: off, the edit as it is
     with pytest.raises(InputError, match="keep_db"):
-        keep_input(x, edit, codec, RATE, 0.0)
+        keep_input(x, edit, codec, RATE, -1.0)
     with pytest.raises(InputError, match="keep_db"):
         keep_input(x, edit, codec, RATE, float("nan"))
     with pytest.raises(InputError, match="shape"):
@@ -70,7 +71,7 @@ def test_short_clips_any_rate_and_bad_settings(scene):
 def test_the_sampling_settings_check_keep_db():
     from nrt.settings import SampleConfig
 
-    assert SampleConfig().keep_db is None and SampleConfig(keep_db=10).keep_db == 10.0
-    for bad in (0, -1.0, float("inf"), True, "10"):
+    assert SampleConfig().keep_db == 0.0 and SampleConfig(keep_db=10).keep_db == 10.0
+    for bad in (-1.0, float("inf"), float("nan"), True, "10", None):
         with pytest.raises(InputError, match="keep_db"):
             SampleConfig(keep_db=bad)
