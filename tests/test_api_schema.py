@@ -219,7 +219,8 @@ def test_step_3s_start_is_an_edit_field_the_schema_states_and_an_old_entry_reads
     assert spec["components"]["schemas"]["Settings"]["properties"]["start"]["enum"] == ["noise", "input", "inversion"]
     # the registry entry here has no start: it was made from noise, and edits without one still are
     assert client.get(f"/v1/clips/{CLIP}").json()["best"] == {
-        "eta": 0.5, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0, "start": "noise", "t_start": 0.6}
+        "eta": 0.5, "steps": 3, "guidance": 2.0, "scheduler": "ddpm", "seed": 0, "start": "noise", "t_start": 0.6,
+        "keep_db": 0.0}  # nor keep_db: it was not merged with the recording
     assert client.get("/v1/clips").json()["clips"][0]["best"]["start"] == "noise"
     plain = client.post(f"/v1/clips/{CLIP}/edits", json={"eta": 0.2})
     assert plain.status_code == 200
@@ -233,3 +234,15 @@ def test_step_3s_start_is_an_edit_field_the_schema_states_and_an_old_entry_reads
         assert refused.status_code == 422 and refused.json()["error"] == "invalid_request", body
         assert refused.json()["detail"].startswith(f"{field}: "), refused.json()
     assert client.post(f"/v1/clips/{CLIP}/edits", json={"start": "input"}).headers["X-Nrt-Start"] == "input"
+
+
+def test_keep_db_is_an_edit_field_and_an_old_entry_reads_as_off(client):
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["EditRequest"]["properties"]
+    assert {k: fields["keep_db"]["anyOf"][0][k] for k in ("minimum", "maximum")} == {"minimum": 0, "maximum": 100}
+    plain = client.post(f"/v1/clips/{CLIP}/edits", json={"eta": 0.2})
+    assert plain.status_code == 200 and plain.headers["X-Nrt-Keep-Db"] == "0.0"
+    kept = client.post(f"/v1/clips/{CLIP}/edits", json={"eta": 0.2, "keep_db": 100, "subtype": "FLOAT"})
+    assert kept.status_code == 200 and kept.headers["X-Nrt-Keep-Db"] == "100.0"
+    for body in ({"keep_db": -1}, {"keep_db": 101}, {"keep_db": "10"}):
+        refused = client.post(f"/v1/clips/{CLIP}/edits", json=body)
+        assert refused.status_code == 422 and refused.json()["detail"].startswith("keep_db: "), refused.json()

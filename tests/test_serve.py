@@ -126,7 +126,7 @@ def test_a_clip_shows_its_best_settings_and_its_input(service, fitted):
     url, session = service
     clip = session.get(f"{url}/v1/clips/beep").json()
     # BEST is an entry as sweeps wrote it before step 3's start was searched: it was made from noise
-    assert "start" not in BEST and clip["best"] == {**BEST, "start": "noise", "t_start": 0.6}
+    assert "start" not in BEST and clip["best"] == {**BEST, "start": "noise", "t_start": 0.6, "keep_db": 0.0}
     assert clip["scores"]["sum"] == 1.0 and clip["target_prompt"] == "a beep with a dog barking"
     assert "Table 1" in clip["clap_note"]
     given = session.get(f"{url}/v1/clips/beep/input")
@@ -289,13 +289,29 @@ def test_a_clip_whose_best_starts_from_its_inversion_is_edited_from_it(service, 
     url, session = service
     best = {**BEST, "start": "inversion", "t_start": 0.5}
     write_registry_entry(storage, publish(storage, "inverted", fitted, "a beep with a dog barking", best=best))
-    assert session.get(f"{url}/v1/clips/inverted").json()["best"] == best
+    assert session.get(f"{url}/v1/clips/inverted").json()["best"] == {**best, "keep_db": 0.0}
     response = edit(service, "inverted", seed=9, subtype="FLOAT")
     assert response.status_code == 200, response.text
     assert response.headers["X-Nrt-Start"] == "inversion" and float(response.headers["X-Nrt-T-Start"]) == 0.5
     same = edit(service, "beep", seed=9, subtype="FLOAT", start="inversion", t_start=0.5)  # the same bundle
     assert same.content == response.content
     assert edit(service, "inverted", seed=9, start="noise").headers["X-Nrt-Start"] == "noise"
+
+
+def test_a_clip_whose_best_keeps_the_recording_gets_it_back_where_the_edit_left_it(service, storage, fitted):
+    url, session = service
+    # at 100 dB no change counts: every bin is the recording's
+    best = {**BEST, "start": "inversion", "t_start": 0.5, "keep_db": 100.0}
+    write_registry_entry(storage, publish(storage, "kept", fitted, "a beep with a dog barking", best=best))
+    response = edit(service, "kept", seed=9, subtype="FLOAT")
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Nrt-Keep-Db"] == "100.0"
+    recording, _ = sf.read(io.BytesIO(session.get(f"{url}/v1/clips/kept/input").content), dtype="float32")
+    edited, _ = sf.read(io.BytesIO(response.content), dtype="float32")
+    np.testing.assert_allclose(edited, recording, atol=1e-5)
+    plain = edit(service, "kept", seed=9, subtype="FLOAT", keep_db=0)
+    assert plain.headers["X-Nrt-Keep-Db"] == "0.0"
+    assert np.abs(sf.read(io.BytesIO(plain.content), dtype="float32")[0] - recording).max() > 1e-3  # the codec's copy
 
 
 # -- limits ------------------------------------------------------------------------------------------
@@ -358,8 +374,8 @@ def test_the_openapi_page_describes_every_endpoint_and_field(service):
                  "JobProgress", "Health", "ErrorBody"):
         assert all(field.get("description") for field in schemas[name]["properties"].values()), name
     edit_request = schemas["EditRequest"]["properties"]
-    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "start", "t_start", "seed", "format",
-                                 "subtype", "scores"}
+    assert set(edit_request) == {"eta", "steps", "guidance", "scheduler", "start", "t_start", "keep_db", "seed",
+                                 "format", "subtype", "scores"}
     assert all(field.get("description") for field in edit_request.values())
     eta = edit_request["eta"]["anyOf"][0]
     assert (eta["minimum"], eta["maximum"]) == (0, 1)

@@ -12,7 +12,7 @@ import soundfile as sf
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from nrt.defaults import MINI_FIT, MINI_TUNE_LR
+from nrt.defaults import MINI_FIT, MINI_SAMPLE, MINI_TUNE_LR
 from nrt.errors import InputError
 from nrt.settings import DEFAULT_TUNE_LR, STARTS, FitConfig
 from nrt.storage import Storage, bundle_rel, read_registry_entry
@@ -242,7 +242,8 @@ def test_flags_become_the_fit_grid_and_the_search_space():
     assert all(f.embed_lr == MINI_FIT["embed_lr"] for f in config.fits)
     assert config.space["eta"].kind == "range" and config.space["eta"].values == (0.3, 0.9)
     assert config.space["steps"].kind == "choice" and config.space["steps"].values == (20, 40)
-    assert config.space["guidance"].fixed and config.param_space() == {"guidance": 3.0, "scheduler": "ddpm", "seed": 0}
+    assert config.space["guidance"].fixed and config.param_space() == {
+        "guidance": 3.0, "scheduler": "ddpm", "keep_db": MINI_SAMPLE["keep_db"], "seed": 0}  # keep_db: mini's
     # the η/timestep search: t_start is searched beside η, the start chosen among the three
     assert config.space["start"].kind == "choice" and config.space["start"].values == STARTS
     assert config.space["t_start"].kind == "range" and config.space["t_start"].values == (0.2, 1.0)
@@ -261,7 +262,13 @@ def test_flags_become_the_fit_grid_and_the_search_space():
     assert noise.param_space()["start"] == "noise" and noise.space["steps"].values == (3,)
     # a sweep given no start, as before this setting existed, runs every trial from noise
     assert smoke_config("x").param_space() == {"steps": 3, "guidance": 3.0, "scheduler": "ddpm", "start": "noise",
-                                               "t_start": 0.6, "seed": 0}
+                                               "t_start": 0.6, "keep_db": 0.0, "seed": 0}
+    kept = script.sweep_config(script.build_parser().parse_args(["--keep-db", "12"]))
+    assert kept.param_space()["keep_db"] == 12.0 and "keep_db" not in kept.searched
+    both = script.sweep_config(script.build_parser().parse_args(["--keep-db", "0", "12"]))
+    assert both.space["keep_db"].kind == "choice" and both.space["keep_db"].values == (0.0, 12.0)
+    with pytest.raises(InputError, match="keep_db must be a number of dB >= 0"):
+        script.sweep_config(script.build_parser().parse_args(["--keep-db", "-2"]))
 
 
 @pytest.mark.parametrize("name, texts, message", [

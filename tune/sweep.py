@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the schedule run from the input, in (0, 1], searched with η: value, LOW:HIGH or "
         "values (default by model; the noise start ignores it)",
     )
+    g.add_argument(
+        "--keep-db",
+        nargs="+",
+        default=None,
+        metavar="V",
+        help="merge each edit with the recording where it changed less than about V dB (nrt/keep.py); 0: off. "
+        "Fixed by default (by model): the CLAP sum rewards copying, so searching it learns to keep everything",
+    )
     g.add_argument("--seed", type=int, default=0, help="sampling seed of every trial, and the searcher's")
     g.add_argument(
         "--clap",

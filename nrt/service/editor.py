@@ -56,6 +56,7 @@ class EditJob:
     seed: int
     start: str = SampleConfig.start
     t_start: float = SampleConfig.t_start
+    keep_db: float = SampleConfig.keep_db
     format: str = "wav"
     subtype: str = "PCM_16"
     scores: bool = False
@@ -66,7 +67,12 @@ class EditJob:
         if self.format not in MEDIA_TYPES:
             raise InputError(f"format must be one of {', '.join(MEDIA_TYPES)}, got {self.format!r}")
         return SampleConfig(
-            steps=self.steps, guidance=self.guidance, scheduler=self.scheduler, start=self.start, t_start=self.t_start
+            steps=self.steps,
+            guidance=self.guidance,
+            scheduler=self.scheduler,
+            start=self.start,
+            t_start=self.t_start,
+            keep_db=self.keep_db,
         )
 
     def to_dict(self) -> dict[str, Any]:

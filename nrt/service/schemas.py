@@ -1,7 +1,7 @@
 """What goes over the wire: request and response bodies, with the ranges the OpenAPI page shows.
 
 The edit fields are the names the CLI and the sweep use (``eta``, ``steps``, ``guidance``,
-``scheduler``, ``start``, ``t_start``, ``seed``); their ranges are those of :class:`~nrt.sample.SampleConfig`,
+``scheduler``, ``start``, ``t_start``, ``keep_db``, ``seed``); their ranges are those of :class:`~nrt.sample.SampleConfig`,
 :func:`~nrt.edit.check_etas` and :func:`~nrt.sample.check_seed`, which the editor checks again.
 """
 
@@ -75,6 +75,14 @@ class EditRequest(BaseModel):
         description="fraction of the sampling schedule run from the input, in (0, 1]: 1 starts at its "
         "noisiest step; the noise start ignores it",
     )
+    keep_db: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        strict=True,
+        description="keep the recording wherever the edit's spectrum is within about this many dB of the "
+        "codec's round trip of the input (0: off, the edit as decoded); unchanged parts come back as recorded",
+    )
     seed: int | None = Field(
         None,
         ge=0,
@@ -110,6 +118,7 @@ class Settings(BaseModel):
     scheduler: str = Field(description="sampler: ddpm or ddim")
     start: Start = Field(description="where step 3 starts: noise, input or inversion")
     t_start: float = Field(description="fraction of the schedule run from the input (ignored by the noise start)")
+    keep_db: float = Field(0.0, description="merge with the recording, in dB (0: off)")
     seed: int = Field(description="seed of the edit's random draws")
 
 

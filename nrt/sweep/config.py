@@ -3,8 +3,10 @@
 Names flow unchanged from the command line to Tune: the fit settings are :class:`FitConfig`
 fields (``method``, ``embed_steps``, ``tune_lr``, …) and the searched parameters are ``eta``
 and the :class:`SampleConfig` fields (``steps``, ``guidance``, ``scheduler``, ``start``,
-``t_start``). η and ``t_start`` are searched together (the η/timestep search), ``start`` as a
-choice; ``t_start`` is drawn for every trial and ignored by the ``noise`` start.
+``t_start``, ``keep_db``). η and ``t_start`` are searched together (the η/timestep search), ``start`` as a
+choice; ``t_start`` is drawn for every trial and ignored by the ``noise`` start. ``keep_db`` (the
+merge with the recording, :mod:`nrt.keep`) is fixed by default: the CLAP sum rewards copying the
+input, so a search over it would learn to keep everything.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..defaults import MINI_FIT, model_defaults
+from ..defaults import MINI_FIT, MINI_SAMPLE, model_defaults
 from ..errors import InputError
+from ..keep import check_keep_db
 from ..settings import STARTS, FitConfig, SampleConfig, check_etas, check_seed, check_t_start
 
 METRIC = "sum"  # the CLAP sum: Text CLAP + Audio CLAP
-SEARCHED = ("eta", "steps", "guidance", "scheduler", "start", "t_start")
+SEARCHED = ("eta", "steps", "guidance", "scheduler", "start", "t_start", "keep_db")
 SETTINGS = (*SEARCHED, "seed")  # what a trial is made with: the registry's best, the HTTP request's fields
 # Fit settings that change the result; gradient checkpointing trades memory for time only.
 _FIT_KEY_FIELDS = ("method", "embed_steps", "embed_lr", "tune_steps", "tune_lr", "batch_size", "seed")
@@ -89,16 +92,24 @@ _PARAMS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "scheduler": (str, _check_scheduler),
     "start": (str, _check_start),
     "t_start": (float, check_t_start),
+    "keep_db": (float, check_keep_db),
 }
 
 
 def complete_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """``settings`` (a registry entry's ``best``, a trial's config) with every setting it lacks
     filled in with the value it was made with: an entry or a trial from before ``scheduler``,
-    ``start``, ``t_start`` or ``seed`` were recorded was made with :class:`SampleConfig`'s
-    defaults (the ``noise`` start) and seed 0."""
+    ``start``, ``t_start``, ``keep_db`` or ``seed`` were recorded was made with :class:`SampleConfig`'s
+    defaults (the ``noise`` start, no merge) and seed 0."""
     d = SampleConfig()
-    return {"scheduler": d.scheduler, "start": d.start, "t_start": d.t_start, "seed": 0, **settings}
+    return {
+        "scheduler": d.scheduler,
+        "start": d.start,
+        "t_start": d.t_start,
+        "keep_db": d.keep_db,
+        "seed": 0,
+        **settings,
+    }
 
 
 def sample_config(settings: Mapping[str, Any]) -> SampleConfig:
@@ -110,6 +121,7 @@ def sample_config(settings: Mapping[str, Any]) -> SampleConfig:
         scheduler=str(s["scheduler"]),
         start=str(s["start"]),
         t_start=float(s["t_start"]),
+        keep_db=float(s["keep_db"]),
     )
 
 
@@ -201,7 +213,7 @@ class SweepConfig:
     dtype: str = field(default="fp32", metadata={"help": "backbone precision"})
     fits: tuple[FitConfig, ...] = field(default=(FitConfig(),), metadata={"help": "the distinct fit settings"})
     space: dict[str, Param] = field(
-        default_factory=dict, metadata={"help": "eta, steps, guidance, scheduler, start, t_start"}
+        default_factory=dict, metadata={"help": "eta, steps, guidance, scheduler, start, t_start, keep_db"}
     )
     seed: int = field(default=0, metadata={"help": "sampling seed of every trial, and the searcher's"})
     trials: int = field(default=16, metadata={"help": "trials per clip and fit setting"})
@@ -248,6 +260,7 @@ def default_space() -> dict[str, Param]:
         "scheduler": parse_param("scheduler", d.scheduler),
         "start": parse_param("start", d.start),
         "t_start": parse_param("t_start", f"{d.t_start}"),
+        "keep_db": parse_param("keep_db", f"{d.keep_db}"),
     }
 
 
@@ -271,6 +284,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "guidance": ["1:6"],
         "start": _STARTS,
         "t_start": _T_START,
+        "keep_db": ["0"],
         "trials": 24,
     },
     "mini": {
@@ -281,6 +295,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "guidance": ["1:6"],
         "start": _STARTS,
         "t_start": _T_START,
+        "keep_db": [f"{MINI_SAMPLE['keep_db']:g}"],
         "trials": 6,
     },
     "tiny": {
@@ -291,6 +306,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "guidance": ["1:6"],
         "start": _STARTS,
         "t_start": _T_START,
+        "keep_db": ["0"],
         "trials": 6,
     },
     "smoke": {
@@ -301,6 +317,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "guidance": ["1:6"],
         "start": _STARTS,
         "t_start": _T_START,
+        "keep_db": ["0"],
         "trials": 2,
     },
 }

@@ -167,9 +167,12 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def describe_start(settings: dict[str, Any]) -> str:
-    """``noise``, or ``input@0.60`` / ``inversion@0.60``: the start and the t_start it runs from."""
+    """``noise``, or ``input@0.60`` / ``inversion@0.60``: the start and the t_start it runs from;
+    ``+keep10`` after it where the edit was merged with the recording at 10 dB."""
     start = settings.get("start") or "noise"
-    return start if start == "noise" else f"{start}@{float(settings['t_start']):.2f}"
+    text = start if start == "noise" else f"{start}@{float(settings['t_start']):.2f}"
+    keep_db = float(settings.get("keep_db") or 0)
+    return f"{text}+keep{keep_db:g}" if keep_db else text
 
 
 def render_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:

@@ -102,8 +102,9 @@
   const words = (text) => String(text).replace(/_/g, " ");
   const describeStart = (s) => (!s.start || s.start === "noise" ? "from noise"
     : `from ${s.start} at t_start ${fix(s.t_start)}`);
+  const describeKeep = (s) => (Number(s.keep_db) > 0 ? ` · keep ${Number(s.keep_db)} dB` : "");
   const describeSettings = (s) => `η ${fix(s.eta)} · ${s.steps} steps · guidance ${Number(s.guidance)} · `
-    + `${s.scheduler} · seed ${s.seed} · ${describeStart(s)}`;
+    + `${s.scheduler} · seed ${s.seed} · ${describeStart(s)}${describeKeep(s)}`;
 
   // -- the token ----------------------------------------------------------------------------------
   function askForToken() {
@@ -265,6 +266,7 @@
     $("scheduler").value = settings.scheduler;
     $("start").value = settings.start || "noise";
     $("t-start").value = settings.t_start;
+    $("keep-db").value = settings.keep_db ?? 0;  // an entry from before the setting: off
     showTStart();
   }
 
@@ -290,7 +292,7 @@
   function editBody() {
     const body = { scores: true, scheduler: $("scheduler").value, start: $("start").value };
     const numbers = [["eta", "eta-value"], ["steps", "steps"], ["guidance", "guidance"], ["seed", "seed"],
-                     ["t_start", "t-start"]];
+                     ["t_start", "t-start"], ["keep_db", "keep-db"]];
     for (const [name, id] of numbers) {
       const input = $(id);
       if (input.disabled) continue;  // absent: the clip's best
@@ -346,7 +348,7 @@
     const number = (name) => Number(headers.get(`X-Nrt-${name}`));
     const settings = { eta: number("Eta"), steps: number("Steps"), guidance: number("Guidance"),
                        scheduler: headers.get("X-Nrt-Scheduler"), start: headers.get("X-Nrt-Start"),
-                       t_start: number("T-Start"), seed: number("Seed") };
+                       t_start: number("T-Start"), keep_db: number("Keep-Db"), seed: number("Seed") };
     const scores = headers.has("X-Nrt-Clap-Sum")
       ? { text: number("Clap-Text"), audio: number("Clap-Audio"), sum: number("Clap-Sum"),
           model: headers.get("X-Nrt-Clap-Model") }
