@@ -141,7 +141,8 @@ def add_kept(results: dict, manifest: Path, root: Path, model: str, keep_dbs: li
     """``results`` with every method's outputs also merged with the input (``<method>+keep<dB>``).
 
     Each merged output is measured against the reference as ``nrt eval`` measures outputs (log-mel
-    distance and gains; no CLAP). What was measured is kept in ``root/keep.json``, keyed by the
+    distance and gains; no CLAP). Inpainting is not merged (``nrt.edit.keep_recording``): its rows
+    are the method's own. What was measured is kept in ``root/keep.json``, keyed by the
     output file's size and time, so a rerun measures only what is new.
     """
     import soundfile as sf
@@ -156,11 +157,15 @@ def add_kept(results: dict, manifest: Path, root: Path, model: str, keep_dbs: li
         return results
     cache_path = root / "keep.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    references = {row.clip_id: row.reference for row in read_manifest(manifest)}
+    references: dict[str, Any] = {}
     backbone = None
     clips = []
     for clip in results["clips"]:
         clip = {**clip, "methods": dict(clip["methods"])}
+        if clip.get("mask"):  # the context is the recording already, the gap all edit
+            clip["methods"].update({f"{m}{KEPT}{db:g}": e for m, e in clip["methods"].items() for db in keep_dbs})
+            clips.append(clip)
+            continue
         outputs = [o for o in clip["outputs"] if o.get("seed", 0) in (0, None) and o["method"] not in REFERENCE_ROWS]
         todo = {}
         for o in outputs:
@@ -170,6 +175,7 @@ def add_kept(results: dict, manifest: Path, root: Path, model: str, keep_dbs: li
         if any(k not in measured for keys in todo.values() for k in keys):
             if backbone is None:
                 backbone = load_backbone(model, device="cpu")
+                references = {row.clip_id: row.reference for row in read_manifest(manifest)}
             source = load_audio(clip["audio"])
             mask = [tuple(r) for r in clip["mask"]] if clip.get("mask") else None
             codec = codec_round_trip(backbone, source, mask)
@@ -228,8 +234,16 @@ def edit_type_of(results: dict) -> dict[str, str]:
     return {c["id"]: c["edit_type"] for c in results["clips"]}
 
 
+TIE_DB = 0.05  # mean distances closer than this are a tie, which goes to the stronger edit
+
+
 def closest_setting(distances: dict[str, dict[float, float]], ids: list[str]) -> tuple[float | None, float | None]:
-    """The grid value with the lowest mean distance to the reference over ``ids``, and that mean."""
+    """The grid value with the lowest mean distance to the reference over ``ids``, and that mean.
+
+    Values within :data:`TIE_DB` of the lowest mean tie, and the largest of them (the most edit:
+    η, strength or t_start) is chosen: where not editing and editing are the same distance from the
+    intended result, a default that edits is the useful one.
+    """
     rows = [distances[i] for i in ids if i in distances]
     if not rows:
         return None, None
@@ -237,7 +251,8 @@ def closest_setting(distances: dict[str, dict[float, float]], ids: list[str]) ->
     if not values:
         return None, None
     means = {v: float(np.mean([r[v] for r in rows])) for v in values}
-    best = min(values, key=lambda v: (means[v], v))
+    lowest = min(means.values())
+    best = max(v for v in values if means[v] <= lowest + TIE_DB)
     return best, means[best]
 
 

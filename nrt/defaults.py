@@ -26,13 +26,14 @@ TOY_MODELS = ("tiny", "tiny-audioldm", "tiny-audioldm2")
 MINI_FIT = MappingProxyType({"embed_steps": 200, "embed_lr": 2e-3, "tune_steps": 200})
 MINI_TUNE_LR = MappingProxyType({"full": 5e-5, "lora": 3e-4})
 TOY_FIT = MappingProxyType({"embed_steps": 20, "tune_steps": 40})
-# nrt-mini's step 3: the start, its t_start, and η by fit method and edit type, chosen on held-out
-# edits by their distance to the intended result (benchmarks/mini_faithful.py, the model card)
-MINI_SAMPLE = MappingProxyType({"start": "noise", "t_start": 0.6, "keep_db": 0.0})
+# nrt-mini's step 3: the start, its t_start, the merge with the recording (keep_db) and η by fit
+# method and edit type, chosen on 30 held-out edits (the selection set) by their distance to the
+# intended result (benchmarks/mini_faithful.py and its results, the model card)
+MINI_SAMPLE = MappingProxyType({"start": "inversion", "t_start": 0.8, "keep_db": 10.0})
 MINI_ETA = MappingProxyType(
     {
-        "lora": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),
-        "full": MappingProxyType({"addition": 0.5, "style_transfer": 0.5, "inpainting": 0.5}),
+        "lora": MappingProxyType({"addition": 0.75, "style_transfer": 1.0, "inpainting": 1.0}),
+        "full": MappingProxyType({"addition": 1.0, "style_transfer": 1.0, "inpainting": 1.0}),
     }
 )
 DEFAULT_ETA = 0.5

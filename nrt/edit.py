@@ -82,11 +82,12 @@ def keep_recording(
     outputs: list[np.ndarray],
     keep_db: float,
 ) -> list[np.ndarray]:
-    """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are at 0.
+    """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are at 0 and
+    for inpainting (``mask``), whose context is the recording already and whose gap is all edit.
 
     The codec's round trip of the input is ``input_latent`` decoded, as every output is.
     """
-    if not keep_db:
+    if not keep_db or mask:
         return outputs
     from .keep import keep_input
 

@@ -16,6 +16,10 @@ that single noisy bins do not switch; ``keep_db`` is the change, in dB, below wh
 the input's. Where the edit is the codec's round trip (the inversion start at η = 0) the output
 is the input itself, up to the STFT's round-off; where an edit adds an event, its bins differ
 by far more than ``keep_db`` and come from the edit, with the edit's phase.
+
+An inpainting edit is left as it is: outside its gap it is the recording already, and inside the
+gap everything is meant to change (merging there would put back the recording's silence wherever
+the fill is quiet).
 """
 
 from __future__ import annotations
@@ -85,16 +89,4 @@ def keep_input(
     return out.astype(np.float32)
 
 
-def keep_edits(backbone, clip, outputs: list[np.ndarray], keep_db: float, mask=None) -> list[np.ndarray]:
-    """Each of ``outputs`` (edits of ``clip`` by ``backbone``) merged with ``clip`` at ``keep_db``.
-
-    The codec's round trip of the input is made once (with inpainting's ``mask``, so the kept
-    context is the input's either way).
-    """
-    from .reference import codec_round_trip
-
-    codec = codec_round_trip(backbone, clip, mask)
-    return [keep_input(clip.samples, output, codec, clip.sample_rate, keep_db) for output in outputs]
-
-
-__all__ = ["check_keep_db", "frame_length", "keep_edits", "keep_input", "keep_weights"]
+__all__ = ["check_keep_db", "frame_length", "keep_input", "keep_weights"]

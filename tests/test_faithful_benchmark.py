@@ -169,3 +169,18 @@ def test_merged_outputs_are_measured_against_the_reference(bench, tmp_path):
     assert list(cache["a"]) and all(k.startswith("audio/a/lora-inversion-0.00.wav|10|") for k in cache["a"])
     again = bench.add_kept(results, manifest, tmp_path / "run", "tiny", [10.0])  # from the cache
     assert again["clips"][0]["methods"]["lora-inversion+keep10"]["values"][0] == row
+
+
+def test_a_tie_within_a_twentieth_of_a_db_goes_to_the_stronger_edit(bench):
+    distances = {"a": {0.0: 7.50, 0.5: 7.52, 1.0: 7.70}, "b": {0.0: 7.60, 0.5: 7.61, 1.0: 7.80}}
+    assert bench.closest_setting(distances, ["a", "b"]) == (0.5, pytest.approx(7.565))
+    apart = {"a": {0.0: 7.0, 0.5: 7.2}}
+    assert bench.closest_setting(apart, ["a"]) == (0.0, 7.0)
+
+
+def test_inpainting_rows_are_not_merged(bench, tmp_path):
+    entry = {"values": [{"value": 1.0, "in_grid": True, "ref_logmel_l1": 3.4}]}
+    results = {"clips": [{"id": "g", "edit_type": "inpainting", "audio": "unused.wav", "mask": [[0.5, 1.0]],
+                          "outputs": [], "methods": {"lora": entry}, "reference": {}}]}
+    kept = bench.add_kept(results, tmp_path / "no-manifest.csv", tmp_path, "tiny", [10.0])
+    assert kept["clips"][0]["methods"]["lora+keep10"] == entry

@@ -75,3 +75,11 @@ def test_the_sampling_settings_check_keep_db():
     for bad in (-1.0, float("inf"), float("nan"), True, "10", None):
         with pytest.raises(InputError, match="keep_db"):
             SampleConfig(keep_db=bad)
+
+
+def test_an_inpainting_edit_is_left_as_it_is(scene):
+    from nrt.edit import keep_recording
+
+    x, codec, edit = scene
+    # its context is the recording already and its gap all edit: nothing to merge, nothing decoded
+    assert keep_recording(None, None, None, None, [(0.5, 1.0)], [edit], 10.0)[0] is edit
