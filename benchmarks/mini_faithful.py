@@ -425,6 +425,52 @@ def reproduction(results: dict, root: Path, model: str, methods: list[str]) -> l
     return table
 
 
+def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, path: Path) -> Path:
+    """Reference gain against η per start (LoRA and full, as decoded and merged at ``keep_db``), per
+    edit type, mean over the cases where it is defined; the baselines at their fixed settings as
+    horizontal lines, and 0 (the input) dotted."""
+    from nrt.report import _figure, _save_png
+
+    types = edit_type_of(results)
+    figure = _figure(4.6 * len(EDIT_TYPES), 4.0)
+    axes = figure.subplots(1, len(EDIT_TYPES), squeeze=False)[0]
+    suffixes = ["", f"{KEPT}{keep_db:g}"] if keep_db else [""]
+    for ax, edit_type in zip(axes, EDIT_TYPES):
+        ids = [i for i, t in types.items() if t == edit_type]
+        for method in OURS:
+            for suffix in suffixes:
+                gain = per_clip(results, method + suffix, GAIN)
+                rows = [gain[i] for i in ids if i in gain]
+                if not rows:
+                    continue
+                etas = sorted(set().union(*rows))
+                means = [np.mean([r[e] for r in rows if e in r]) if any(e in r for r in rows) else np.nan for e in etas]
+                style = "-" if suffix else ":"
+                ax.plot(etas, means, style, marker="o", fillstyle="none", label=method + suffix, linewidth=1.2)
+        for i, baseline in enumerate(b + s for b in BASELINES for s in suffixes):
+            fixed = selection["fixed"].get(baseline, {}).get(edit_type)
+            gain = per_clip(results, baseline, GAIN)
+            if fixed is None:
+                continue
+            values = [gain[c][fixed["value"]] for c in ids if c in gain and fixed["value"] in gain[c]]
+            if values:
+                ax.axhline(
+                    float(np.mean(values)),
+                    color=f"C{7 + i % 3}",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{baseline} at {fixed['value']:g}",
+                )
+        ax.axhline(0.0, color="gray", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{edit_type.replace('_', ' ')} (report set)")
+        ax.set_xlabel("η")
+        ax.set_ylabel("reference gain (1: codec bound, 0: the input)")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=6, loc="lower left")
+    figure.tight_layout()
+    return _save_png(figure, path)
+
+
 def _mel(wave: np.ndarray, rate: int) -> np.ndarray:
     from nrt.spectrogram import log_mel
 
@@ -600,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(out / "faithful.json", summary)
     write_text(out / "faithful.md", render(summary))
+    plot_gain(kept, selection, summary["defaults"]["keep_db"], out / "reference_gain.png")
     print(render(summary))
     return 0
 
