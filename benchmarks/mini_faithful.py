@@ -437,7 +437,7 @@ def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, p
     suffixes = ["", f"{KEPT}{keep_db:g}"] if keep_db else [""]
     for ax, edit_type in zip(axes, EDIT_TYPES):
         ids = [i for i, t in types.items() if t == edit_type]
-        for method in OURS:
+        for k, method in enumerate(OURS):
             for suffix in suffixes:
                 gain = per_clip(results, method + suffix, GAIN)
                 rows = [gain[i] for i in ids if i in gain]
@@ -445,8 +445,8 @@ def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, p
                     continue
                 etas = sorted(set().union(*rows))
                 means = [np.mean([r[e] for r in rows if e in r]) if any(e in r for r in rows) else np.nan for e in etas]
-                style = "-" if suffix else ":"
-                ax.plot(etas, means, style, marker="o", fillstyle="none", label=method + suffix, linewidth=1.2)
+                style = "-" if suffix else ":"  # merged solid, as decoded dotted, one colour per method
+                ax.plot(etas, means, style, color=f"C{k}", marker="o", fillstyle="none", label=method + suffix)
         for i, baseline in enumerate(b + s for b in BASELINES for s in suffixes):
             fixed = selection["fixed"].get(baseline, {}).get(edit_type)
             gain = per_clip(results, baseline, GAIN)
@@ -456,7 +456,7 @@ def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, p
             if values:
                 ax.axhline(
                     float(np.mean(values)),
-                    color=f"C{7 + i % 3}",
+                    color=f"C{6 + i % 4}",
                     linestyle="--",
                     linewidth=1,
                     label=f"{baseline} at {fixed['value']:g}",
