@@ -625,7 +625,11 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Report: the chosen t_start, every method at its fixed setting and its oracle
     report_manifest = write_cases(edit_cases(args.report_per_type, seed=0), out / "report" / "cases")
     results = run_eval(report_manifest, out / "report" / "eval", args.methods, t_start, args)
-    kept = add_kept(results, report_manifest, out / "report" / "eval", args.model, args.keep_dbs)
+    chosen = defaults(selection, best["method"])
+    # reported: every method as decoded, and merged at the chosen dB (the other dBs served the choice)
+    merged = [chosen["keep_db"]] if chosen["keep_db"] else []
+    kept = add_kept(results, report_manifest, out / "report" / "eval", args.model, merged)
+    reported = [*args.methods, *(f"{m}{KEPT}{db:g}" for m in args.methods for db in merged)]
     summary = {
         "settings": {
             "command": "python benchmarks/mini_faithful.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -639,9 +643,9 @@ def main(argv: list[str] | None = None) -> int:
             "keep_dbs": args.keep_dbs,
             "seconds": round(time.time() - started, 1),
         },
-        "defaults": defaults(selection, best["method"]),
+        "defaults": chosen,
         "selection": selection,
-        "report": report(kept, selection, every),
+        "report": report(kept, selection, reported),
         "reproduction": reproduction(results, out / "report" / "eval", args.model, args.methods),
     }
     write_json(out / "faithful.json", summary)
