@@ -220,7 +220,7 @@ class ReferenceYardstick:
         waves = self._waves(outputs, rate)
         if not waves:
             return []
-        if self.scorer is None:
+        if self.scorer is None or self._e_ref is None:
             raise InputError("this yardstick has no CLAP scorer; distances() measures without one")
         embeddings = torch.nn.functional.normalize(self.scorer.embed_audio(waves, self.rate).double(), dim=-1)
         reference = torch.nn.functional.normalize(self._e_ref.double().reshape(1, -1), dim=-1)
