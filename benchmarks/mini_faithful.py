@@ -490,9 +490,10 @@ def render(summary: dict) -> str:
     lines = [
         "# Faithful edits on nrt-mini: every start of step 3 against the baselines, by the reference",
         "",
-        f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores, shared)",
+        f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores, shared, for this invocation: "
+        "a resumed run counts only its own time)",
         "",
-        f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: {s['report_cases']} cases "
+        f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: {s['report_cases'] or 'not run'} cases "
         f"(seed 0). {s['steps']} sampling steps; η grid {s['etas']}; SDEdit strengths {s['strengths']}; "
         f"DDPM-inversion t_start {s['baseline_t_starts']}; the starts' t_start searched over {s['t_starts']} "
         "on the selection set. Fit: nrt-mini's default fits (full and LoRA). "
@@ -513,7 +514,8 @@ def render(summary: dict) -> str:
         f"Closest: **{summary['defaults']['method']}**; start **{summary['defaults']['start']}**, t_start "
         f"**{summary['defaults']['t_start']}**, merge **{summary['defaults'].get('keep_db')}** dB. "
         "nrt-mini's defaults from it (`nrt/defaults.py`): "
-        f"`MINI_SAMPLE = {{'start': {summary['defaults']['start']!r}, 't_start': {summary['defaults']['t_start']}}}`, "
+        f"`MINI_SAMPLE = {{'start': {summary['defaults']['start']!r}, 't_start': {summary['defaults']['t_start']}, "
+        f"'keep_db': {summary['defaults'].get('keep_db') or 0.0}}}`, "
         f"`MINI_ETA = {summary['defaults'].get('eta', {})}` (each fit method's fixed η per edit type with this start).",
         "",
         "| method | t_start | mean distance over types at each type's closest η (selection) |",
@@ -522,6 +524,20 @@ def render(summary: dict) -> str:
     for r in summary["selection"]["ranking"]:
         t = "–" if r["t_start"] is None else f"{r['t_start']:g}"
         lines.append(f"| {r['method']} | {t} | {r['mean_distance']:.3f} |")
+    lines += [
+        "",
+        "Fixed settings (each method's closest value per edit type on the selection set, the starts at the "
+        "chosen t_start; a tie within 0.05 dB goes to the stronger edit):",
+        "",
+        "| method | edit type | value | mean distance (dB) | cases |",
+        "|---|---|---|---|---|",
+    ]
+    for method, by_type in summary["selection"]["fixed"].items():
+        for edit_type, f in by_type.items():
+            lines.append(f"| {method} | {edit_type} | {f['value']:g} | {f['mean_distance']:.3f} | {f['n']} |")
+    if "report" not in summary:
+        lines += ["", "## Report set", "", "Not run yet (`--select-only`): rerun without it to resume."]
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Report set",
@@ -603,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="nrt eval processes at once, each on its share of the cases (1: in this one)",
     )
+    parser.add_argument("--select-only", action="store_true", help="stop after the selection set (a later run resumes)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -621,6 +638,27 @@ def main(argv: list[str] | None = None) -> int:
     selection = select(runs, every)
     best = selection["ranking"][0] if selection["ranking"] else {"method": "lora"}
     t_start = selection["t_start"]
+    settings = {
+        "command": "python benchmarks/mini_faithful.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "select_cases": 3 * args.select_per_type,
+        "report_cases": 0,
+        "steps": args.steps,
+        "etas": args.etas,
+        "strengths": args.strengths,
+        "baseline_t_starts": args.baseline_t_starts,
+        "t_starts": args.t_starts,
+        "keep_dbs": args.keep_dbs,
+    }
+    if args.select_only:
+        summary = {
+            "settings": {**settings, "seconds": round(time.time() - started, 1)},
+            "defaults": defaults(selection, best["method"]),
+            "selection": selection,
+        }
+        write_json(out / "faithful.json", summary)
+        write_text(out / "faithful.md", render(summary))
+        print(render(summary))
+        return 0
 
     # 2. Report: the chosen t_start, every method at its fixed setting and its oracle
     report_manifest = write_cases(edit_cases(args.report_per_type, seed=0), out / "report" / "cases")
@@ -631,18 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = add_kept(results, report_manifest, out / "report" / "eval", args.model, merged)
     reported = [*args.methods, *(f"{m}{KEPT}{db:g}" for m in args.methods for db in merged)]
     summary = {
-        "settings": {
-            "command": "python benchmarks/mini_faithful.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "select_cases": 3 * args.select_per_type,
-            "report_cases": len(results["clips"]),
-            "steps": args.steps,
-            "etas": args.etas,
-            "strengths": args.strengths,
-            "baseline_t_starts": args.baseline_t_starts,
-            "t_starts": args.t_starts,
-            "keep_dbs": args.keep_dbs,
-            "seconds": round(time.time() - started, 1),
-        },
+        "settings": {**settings, "report_cases": len(results["clips"]), "seconds": round(time.time() - started, 1)},
         "defaults": chosen,
         "selection": selection,
         "report": report(kept, selection, reported),

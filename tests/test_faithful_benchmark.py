@@ -122,7 +122,10 @@ def test_the_summary_renders_with_the_defaults_to_paste(bench):
     }
     text = bench.render(summary)
     assert "| addition | lora-inversion | 20 | 0.29, 0.80, 14 | 1.00, 1.00, 20 | 0.80, 14 | 0.007 |" in text
-    assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4}`" in text
+    assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4, 'keep_db': 0.0}`" in text
+    assert "| lora-inversion | addition | 0 | 3.000 | 2 |" in text  # the fixed settings
+    del summary["report"], summary["reproduction"]  # --select-only
+    assert bench.render(summary).endswith("Not run yet (`--select-only`): rerun without it to resume.\n")
     assert "'lora': {'addition': 0.0, 'style_transfer': 0.0, 'inpainting': 0.0}" in text
     assert "| addition | lora-inversion | sdedit | 3.200 [3.200, 3.200] | 2 |" in text
 
