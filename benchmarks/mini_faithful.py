@@ -425,7 +425,9 @@ def reproduction(results: dict, root: Path, model: str, methods: list[str]) -> l
     return table
 
 
-def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, path: Path) -> Path:
+def plot_gain(
+    results: dict, selection: dict[str, Any], keep_db: float | None, path: Path, label: str = "report set"
+) -> Path:
     """Reference gain against η per start (LoRA and full, as decoded and merged at ``keep_db``), per
     edit type, mean over the cases where it is defined; the baselines at their fixed settings as
     horizontal lines, and 0 (the input) dotted."""
@@ -462,7 +464,7 @@ def plot_gain(results: dict, selection: dict[str, Any], keep_db: float | None, p
                     label=f"{baseline} at {fixed['value']:g}",
                 )
         ax.axhline(0.0, color="gray", linewidth=0.8, linestyle=":")
-        ax.set_title(f"{edit_type.replace('_', ' ')} (report set)")
+        ax.set_title(f"{edit_type.replace('_', ' ')} ({label})")
         ax.set_xlabel("η")
         ax.set_ylabel("reference gain (1: codec bound, 0: the input)")
         ax.grid(alpha=0.3)
@@ -493,8 +495,9 @@ def render(summary: dict) -> str:
         f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores, shared, for this invocation: "
         "a resumed run counts only its own time)",
         "",
-        f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: {s['report_cases'] or 'not run'} cases "
-        f"(seed 0). {s['steps']} sampling steps; η grid {s['etas']}; SDEdit strengths {s['strengths']}; "
+        f"Selection set: {s['select_cases']} cases (edit_cases seed 1); report set: "
+        + (f"{s['report_cases']} cases (seed 0). " if s["report_cases"] else "not run yet. ")
+        + f"{s['steps']} sampling steps; η grid {s['etas']}; SDEdit strengths {s['strengths']}; "
         f"DDPM-inversion t_start {s['baseline_t_starts']}; the starts' t_start searched over {s['t_starts']} "
         "on the selection set. Fit: nrt-mini's default fits (full and LoRA). "
         f"`<method>+keep<dB>`: that method's outputs merged with the input where they match the codec's round "
@@ -657,6 +660,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_json(out / "faithful.json", summary)
         write_text(out / "faithful.md", render(summary))
+        # the figure on the selection set: the starts at the chosen t_start, the rest from the first run
+        first, chosen_run = runs[args.t_starts[0]], runs[t_start]
+        started = {c["id"]: c["methods"] for c in chosen_run["clips"]}
+        combined = {
+            **first,
+            "clips": [{**c, "methods": {**c["methods"], **started.get(c["id"], {})}} for c in first["clips"]],
+        }
+        keep_db = summary["defaults"]["keep_db"]
+        plot_gain(combined, selection, keep_db, out / "reference_gain_selection.png", "selection set")
         print(render(summary))
         return 0
 
