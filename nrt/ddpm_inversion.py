@@ -15,7 +15,7 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import decode_outputs, encode_input, keep_recording
+from .edit import decode_outputs, encode_input, input_round_trip, keep_recording
 from .sample import invert, sample
 from .settings import SampleConfig, check_fractions, check_seed, start_index
 
@@ -67,4 +67,5 @@ def ddpm_inversion(
             progress=progress,
         )
         outputs.extend(decode_outputs(backbone, edited, prepared, clip, mask))
-    return keep_recording(backbone, latent, prepared, clip, mask, outputs, config.keep_db)
+    codec = input_round_trip(backbone, latent, prepared, clip, mask)
+    return keep_recording(clip, mask, outputs, config.keep_db, codec)

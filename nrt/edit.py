@@ -8,7 +8,7 @@ apart from a short crossfade inside each range's borders.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,25 +74,35 @@ def decode_outputs(
 
 
 def keep_recording(
-    backbone: Backbone,
-    input_latent: torch.Tensor,
-    prepared: PreparedInput,
     clip: AudioClip,
     mask: Sequence[tuple[float, float]] | None,
     outputs: list[np.ndarray],
     keep_db: float,
+    codec: Callable[[], np.ndarray],
 ) -> list[np.ndarray]:
     """``outputs`` merged with the recording at ``keep_db`` (:mod:`nrt.keep`); as they are at 0 and
     for inpainting (``mask``), whose context is the recording already and whose gap is all edit.
 
-    The codec's round trip of the input is ``input_latent`` decoded, as every output is.
+    ``codec`` gives the codec's round trip of the input (its latent decoded, as every output is);
+    it is called only when a merge is made.
     """
     if not keep_db or mask:
         return outputs
     from .keep import keep_input
 
-    codec = decode_outputs(backbone, input_latent, prepared, clip, mask)[0]
-    return [keep_input(clip.samples, output, codec, clip.sample_rate, keep_db) for output in outputs]
+    round_trip = codec()
+    return [keep_input(clip.samples, output, round_trip, clip.sample_rate, keep_db) for output in outputs]
+
+
+def input_round_trip(
+    backbone: Backbone,
+    latent: torch.Tensor,
+    prepared: PreparedInput,
+    clip: AudioClip,
+    mask: Sequence[tuple[float, float]] | None,
+) -> Callable[[], np.ndarray]:
+    """The codec's round trip of the input for :func:`keep_recording`, decoded when asked for."""
+    return lambda: decode_outputs(backbone, latent, prepared, clip, mask)[0]
 
 
 def inpaint_context(
@@ -129,6 +139,7 @@ class PreparedBundle:
         self.e_tgt = bundle.e_tgt.to(backbone.device, backbone.dtype)
         self.e_opt = bundle.e_opt.to(backbone.device, backbone.dtype)
         self._latent: torch.Tensor | None = None
+        self._round_trip: np.ndarray | None = None
 
     @property
     def rate(self) -> int:
@@ -145,6 +156,13 @@ class PreparedBundle:
                 else self.backbone.encode(self.prepared.wave.unsqueeze(0))
             )
         return self._latent
+
+    def round_trip(self) -> np.ndarray:
+        """The codec's round trip of the input, decoded on first use (what :attr:`keep_db` merges against)."""
+        if self._round_trip is None:
+            input, mask = self.bundle.input, self.bundle.mask
+            self._round_trip = input_round_trip(self.backbone, self.latent, self.prepared, input, mask)()
+        return self._round_trip
 
     def edit(
         self,
@@ -184,8 +202,7 @@ class PreparedBundle:
             **starts,
         )
         outputs = decode_outputs(self.backbone, latents, self.prepared, self.bundle.input, self.bundle.mask)
-        input, mask = self.bundle.input, self.bundle.mask
-        return keep_recording(self.backbone, self.latent, self.prepared, input, mask, outputs, config.keep_db)
+        return keep_recording(self.bundle.input, self.bundle.mask, outputs, config.keep_db, self.round_trip)
 
 
 def generate(

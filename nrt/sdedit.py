@@ -12,7 +12,7 @@ import numpy as np
 
 from .audio import AudioClip
 from .backbones.base import Backbone
-from .edit import decode_outputs, encode_input, keep_recording
+from .edit import decode_outputs, encode_input, input_round_trip, keep_recording
 from .sample import sample
 from .settings import SampleConfig, check_fractions, check_seed
 
@@ -52,4 +52,5 @@ def sdedit(
             progress=progress,
         )
         outputs.extend(decode_outputs(backbone, edited, prepared, clip, mask))
-    return keep_recording(backbone, latents, prepared, clip, mask, outputs, config.keep_db)
+    codec = input_round_trip(backbone, latents, prepared, clip, mask)
+    return keep_recording(clip, mask, outputs, config.keep_db, codec)

@@ -1,20 +1,15 @@
 """The faithful-edits benchmark's choices: the start, t_start and η it makes nrt-mini's defaults."""
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.service_setup import ROOT, load_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("mini_faithful", ROOT / "benchmarks" / "mini_faithful.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("mini_faithful", ROOT / "benchmarks" / "mini_faithful.py")
 
 
 def fake_results(distance):

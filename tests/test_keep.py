@@ -80,6 +80,11 @@ def test_the_sampling_settings_check_keep_db():
 def test_an_inpainting_edit_is_left_as_it_is(scene):
     from nrt.edit import keep_recording
 
-    x, codec, edit = scene
+    edit = scene[2]
+
+    def round_trip():
+        raise AssertionError("decoded")
+
     # its context is the recording already and its gap all edit: nothing to merge, nothing decoded
-    assert keep_recording(None, None, None, None, [(0.5, 1.0)], [edit], 10.0)[0] is edit
+    assert keep_recording(None, [(0.5, 1.0)], [edit], 10.0, round_trip)[0] is edit
+    assert keep_recording(None, None, [edit], 0.0, round_trip)[0] is edit  # off: nothing decoded either

@@ -1,22 +1,18 @@
 """The saved nrt-mini quality and CLAP results still render with the benchmarks' current code."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.service_setup import ROOT, load_module
+
 RESULTS = ROOT / "benchmarks" / "results" / "mini_quality"
 
 
 @pytest.fixture(scope="module")
 def mini_quality():
-    spec = importlib.util.spec_from_file_location("mini_quality", ROOT / "benchmarks" / "mini_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("mini_quality", ROOT / "benchmarks" / "mini_quality.py")
 
 
 def test_the_saved_results_render_to_the_committed_report(mini_quality) -> None:
@@ -35,9 +31,7 @@ def test_auc_counts_ties_half_and_needs_both_classes() -> None:
 
 
 def test_the_saved_clap_results_render_to_the_committed_report() -> None:
-    spec = importlib.util.spec_from_file_location("mini_clap", ROOT / "benchmarks" / "mini_clap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("mini_clap", ROOT / "benchmarks" / "mini_clap.py")
     saved = json.loads((ROOT / "benchmarks" / "results" / "mini_clap" / "clap.json").read_text(encoding="utf-8"))
     rendered = module.render(saved["results"], saved["command"])
     assert rendered == (ROOT / "benchmarks" / "results" / "mini_clap" / "clap.md").read_text(encoding="utf-8")

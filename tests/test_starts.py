@@ -107,6 +107,26 @@ def test_every_start_edits_a_bundle_and_inversion_at_eta_0_keeps_the_input(fitte
     assert (out[1:] - latent).abs().mean() > 20 * (out[:1] - latent).abs().mean()
 
 
+def test_a_prepared_bundle_decodes_the_inputs_round_trip_once_for_all_its_merged_edits(fitted, monkeypatch):
+    """The service and the sweep edit one prepared bundle many times: the merge's reference is kept."""
+    from nrt import edit as edit_module
+
+    backbone, bundle = fitted
+    ready = PreparedBundle(backbone, bundle)
+    decoded = []
+    real = edit_module.decode_outputs
+    monkeypatch.setattr(edit_module, "decode_outputs", lambda *a: decoded.append(a[1].shape[0]) or real(*a))
+    config = SampleConfig(steps=4, start="inversion", t_start=0.6, keep_db=10.0)
+    with fitted_unet(backbone, bundle.method, bundle.unet_state, bundle.lora) as unet:
+        first = ready.edit([0.0], config, 3, unet)[0]
+        second = ready.edit([0.0, 0.5], config, 3, unet)
+    # one decode per edit call's batch, and the input's round trip once (a batch of one) for both calls
+    assert decoded == [1, 1, 2]
+    np.testing.assert_array_equal(first, second[0])
+    # inversion at η = 0, merged: the recording itself
+    np.testing.assert_allclose(first, bundle.input.samples, atol=1e-6)
+
+
 def test_inpainting_starts_the_gap_from_noise_whatever_the_start(fitted, tmp_path):
     """Starting the gap from the input's silence would return the silence: every start is noise there."""
     backbone, bundle = fitted
