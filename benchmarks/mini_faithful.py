@@ -368,18 +368,23 @@ def report(results: dict, selection: dict[str, Any], methods: list[str]) -> dict
     return {"rows": rows, "paired": paired}
 
 
-def reproduction(results: dict, root: Path, model: str, methods: list[str]) -> list[dict[str, Any]]:
+def reproduction(
+    results: dict, root: Path, model: str, methods: list[str], keep_db: float = 0.0
+) -> list[dict[str, Any]]:
     """Does the inversion start at η = 0 give the input back? Per edit type and inversion method.
 
     Onset F1 of the η = 0 output against the input, and against the codec's round trip of the
     input (what the latent, returned exactly, decodes to), beside the round trip's own F1 against
-    the input; and the log-mel distance from the η = 0 output to the round trip. Inpainting
-    regenerates its gap from noise whatever the start, so it is listed but not expected to match.
+    the input; and the log-mel distance from the η = 0 output to the round trip. With ``keep_db``,
+    also the F1 against the input of the output merged with the recording at that dB, as
+    ``nrt edit`` returns it at nrt-mini's defaults. Inpainting regenerates its gap from noise
+    whatever the start (and is not merged), so it is listed but not expected to match.
     """
     import soundfile as sf
 
     from nrt.audio import load_audio
     from nrt.backbones import load_backbone
+    from nrt.keep import keep_input
     from nrt.onsets import onset_f1
     from nrt.reference import codec_round_trip
 
@@ -399,13 +404,26 @@ def reproduction(results: dict, root: Path, model: str, methods: list[str]) -> l
             if not made:
                 continue
             output, _ = sf.read(root / made[0]["file"], dtype="float32", always_2d=True)
-            row = rows.setdefault((clip["edit_type"], method), {"input": [], "codec": [], "codec_self": [], "dist": []})
+            empty: dict[str, list[float]] = {"input": [], "codec": [], "codec_self": [], "dist": [], "kept": []}
+            row = rows.setdefault((clip["edit_type"], method), empty)
             row["input"].append(onset_f1(source.samples, rate, output, rate).f1)
+            if keep_db and not clip.get("mask"):
+                kept = keep_input(source.samples, output, codec, rate, keep_db)
+                row["kept"].append(onset_f1(source.samples, rate, kept, rate).f1)
             row["codec"].append(onset_f1(codec, rate, output, rate).f1)
             row["codec_self"].append(codec_f1)
             row["dist"].append(float(np.abs(_mel(output, rate) - _mel(codec, rate)).mean()))
     table = []
     for (edit_type, method), row in sorted(rows.items(), key=lambda kv: (EDIT_TYPES.index(kv[0][0]), kv[0][1])):
+        kept = (
+            {
+                "keep_db": keep_db,
+                "f1_kept_min": min(row["kept"]),
+                "kept_at_least_095": sum(f >= 0.95 for f in row["kept"]),
+            }
+            if row["kept"]
+            else {}
+        )
         table.append(
             {
                 "edit_type": edit_type,
@@ -420,6 +438,7 @@ def reproduction(results: dict, root: Path, model: str, methods: list[str]) -> l
                 "codec_self_f1_mean": float(np.mean(row["codec_self"])),
                 "codec_self_at_least_095": sum(f >= 0.95 for f in row["codec_self"]),
                 "logmel_to_codec_max": max(row["dist"]),
+                **kept,
             }
         )
     return table
@@ -575,18 +594,23 @@ def render(summary: dict) -> str:
             "",
             "Onset F1 (50 ms) of the η = 0 output against the input and against the codec's round trip of "
             "the input; the round trip's own F1 against the input; the largest log-mel distance (dB) from the "
-            "η = 0 output to the round trip. Inpainting regenerates its gap from noise whatever the start.",
+            "η = 0 output to the round trip; merged: the F1 against the input of the η = 0 output merged with "
+            "the recording at the default dB (what `nrt edit` returns; inpainting is not merged). Inpainting "
+            "regenerates its gap from noise whatever the start.",
             "",
             "| edit type | method | n | F1 vs input: min, mean, ≥ 0.95 | F1 vs codec(input): min, mean, ≥ 0.95 | "
-            "codec(input) vs input: mean F1, ≥ 0.95 | max d(output, codec(input)) |",
-            "|---|---|---|---|---|---|---|",
+            "codec(input) vs input: mean F1, ≥ 0.95 | max d(output, codec(input)) | merged: F1 vs input min, ≥ 0.95 |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in summary["reproduction"]:
+            merged = (
+                f"{r['f1_kept_min']:.2f}, {r['kept_at_least_095']} ({r['keep_db']:g} dB)" if "f1_kept_min" in r else "–"
+            )
             lines.append(
                 f"| {r['edit_type']} | {r['method']} | {r['n']} | {r['f1_input_min']:.2f}, {r['f1_input_mean']:.2f}, "
                 f"{r['input_at_least_095']} | {r['f1_codec_min']:.2f}, {r['f1_codec_mean']:.2f}, "
                 f"{r['codec_at_least_095']} | {r['codec_self_f1_mean']:.2f}, {r['codec_self_at_least_095']} | "
-                f"{r['logmel_to_codec_max']:.3f} |"
+                f"{r['logmel_to_codec_max']:.3f} | {merged} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -685,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": chosen,
         "selection": selection,
         "report": report(kept, selection, reported),
-        "reproduction": reproduction(results, out / "report" / "eval", args.model, args.methods),
+        "reproduction": reproduction(results, out / "report" / "eval", args.model, args.methods, chosen["keep_db"]),
     }
     write_json(out / "faithful.json", summary)
     write_text(out / "faithful.md", render(summary))

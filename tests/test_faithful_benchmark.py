@@ -113,10 +113,15 @@ def test_the_summary_renders_with_the_defaults_to_paste(bench):
         "reproduction": [{"edit_type": "addition", "method": "lora-inversion", "n": 20, "f1_input_min": 0.29,
                           "f1_input_mean": 0.8, "input_at_least_095": 14, "f1_codec_min": 1.0, "f1_codec_mean": 1.0,
                           "codec_at_least_095": 20, "codec_self_f1_mean": 0.8, "codec_self_at_least_095": 14,
-                          "logmel_to_codec_max": 0.0071}],
+                          "logmel_to_codec_max": 0.0071},
+                         {"edit_type": "style_transfer", "method": "lora-inversion", "n": 20, "f1_input_min": 0.4,
+                          "f1_input_mean": 0.76, "input_at_least_095": 5, "f1_codec_min": 1.0, "f1_codec_mean": 1.0,
+                          "codec_at_least_095": 20, "codec_self_f1_mean": 0.76, "codec_self_at_least_095": 5,
+                          "logmel_to_codec_max": 0.02, "keep_db": 10.0, "f1_kept_min": 1.0, "kept_at_least_095": 20}],
     }
     text = bench.render(summary)
-    assert "| addition | lora-inversion | 20 | 0.29, 0.80, 14 | 1.00, 1.00, 20 | 0.80, 14 | 0.007 |" in text
+    assert "| addition | lora-inversion | 20 | 0.29, 0.80, 14 | 1.00, 1.00, 20 | 0.80, 14 | 0.007 | – |" in text
+    assert "| 0.76, 5 | 0.020 | 1.00, 20 (10 dB) |" in text
     assert "`MINI_SAMPLE = {'start': 'inversion', 't_start': 0.4, 'keep_db': 0.0}`" in text
     assert "| lora-inversion | addition | 0 | 3.000 | 2 |" in text  # the fixed settings
     del summary["report"], summary["reproduction"]  # --select-only
@@ -167,6 +172,11 @@ def test_merged_outputs_are_measured_against_the_reference(bench, tmp_path):
     assert list(cache["a"]) and all(k.startswith("audio/a/lora-inversion-0.00.wav|10|") for k in cache["a"])
     again = bench.add_kept(results, manifest, tmp_path / "run", "tiny", [10.0])  # from the cache
     assert again["clips"][0]["methods"]["lora-inversion+keep10"]["values"][0] == row
+    # the reproduction check: as decoded it is the round trip exactly; merged, the input's onsets again
+    (check,) = bench.reproduction(results, tmp_path / "run", "tiny", ["lora-inversion"], keep_db=10.0)
+    assert check["f1_codec_min"] == 1.0 and check["logmel_to_codec_max"] < 1e-3
+    assert check["f1_kept_min"] == 1.0 and check["kept_at_least_095"] == 1 and check["keep_db"] == 10.0
+    assert "f1_kept_min" not in bench.reproduction(results, tmp_path / "run", "tiny", ["lora-inversion"])[0]
 
 
 def test_a_tie_within_a_twentieth_of_a_db_goes_to_the_stronger_edit(bench):
