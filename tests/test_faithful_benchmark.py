@@ -192,3 +192,12 @@ def test_inpainting_rows_are_not_merged(bench, tmp_path):
                           "outputs": [], "methods": {"lora": entry}, "reference": {}}]}
     kept = bench.add_kept(results, tmp_path / "no-manifest.csv", tmp_path, "tiny", [10.0])
     assert kept["clips"][0]["methods"]["lora+keep10"] == entry
+
+
+def test_the_committed_results_render_to_the_committed_report(bench):
+    import json
+
+    results = ROOT / "benchmarks" / "results" / "mini_faithful"
+    saved = json.loads((results / "faithful.json").read_text(encoding="utf-8"))
+    assert saved["report"] and saved["reproduction"]  # the report set's run, not --select-only
+    assert bench.render(saved) == (results / "faithful.md").read_text(encoding="utf-8")

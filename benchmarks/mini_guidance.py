@@ -1,0 +1,170 @@
+"""Does another guidance scale bring nrt-mini's edits closer to the intended result?
+
+    python benchmarks/mini_guidance.py                                   # guidance 2, 3 and 6
+    python benchmarks/mini_guidance.py --guidance 3 10 --types style_transfer
+
+Runs on the selection set of ``benchmarks/mini_faithful.py`` (its cases and fits, which must
+be on disk: run that benchmark first), so that a guidance chosen here is chosen on cases the
+faithful report does not use. For each guidance, ``nrt eval`` makes the inversion starts (LoRA
+and full) over η, DDPM inversion and SDEdit at one t_start / strength, the same guidance in
+inversion and regeneration; every output is merged with the recording at ``--keep-db`` as
+nrt-mini's defaults do, then measured against the reference. Printed and written to
+``--out``/guidance.md: Δd = d(edit, ref) − d(input, ref) in dB (below 0 is closer to the
+intended result than not editing), mean over cases [95 % Student-t interval].
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mini_faithful import KEPT, _cell, add_kept, run_shards
+
+from nrt.cli import main as nrt_main
+from nrt.files import write_json, write_text
+from nrt.report import interval
+
+
+def type_manifest(manifest: Path, types: list[str]) -> Path:
+    """The rows of ``manifest`` of the given edit types, written beside it (its paths hold)."""
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if r["edit_type"] in types]
+    if not rows:
+        raise SystemExit(f"{manifest} has no case of {', '.join(types)}")
+    part = manifest.with_name(f"{manifest.stem}.{'-'.join(types)}.csv")
+    with open(part, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return part
+
+
+def eval_at(guidance: float, manifest: Path, bundles: Path, out: Path, args: argparse.Namespace) -> dict:
+    """``nrt eval`` of the selection cases at one guidance, the fits read from ``bundles``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "bundles").exists():
+        (out / "bundles").symlink_to(bundles.resolve(), target_is_directory=True)
+    argv = [
+        "eval", str(manifest), "-o", str(out), "--model", "mini", "--methods", *args.methods,
+        "--t-start", f"{args.t_start}", "--t-starts", f"{args.t_start}", "--strengths", f"{args.t_start}",
+        "--etas", *map(str, args.etas), "--steps", str(args.steps), "--guidance", f"{guidance}", "--quiet",
+    ]  # fmt: skip
+    if args.jobs > 1:
+        run_shards(manifest, out, argv, args.jobs)
+    if nrt_main(argv) != 0:
+        raise SystemExit(f"nrt eval failed at guidance {guidance:g}")
+    return json.loads((out / "results.json").read_text())
+
+
+def deltas(results: dict, keep_db: float) -> dict[tuple[str, str, float], list[float]]:
+    """Δd per (edit type, method, value) of the outputs merged at ``keep_db``, one per case."""
+    rows: dict[tuple[str, str, float], list[float]] = {}
+    suffix = f"{KEPT}{keep_db:g}"
+    for clip in results["clips"]:
+        inputs = [
+            v["input_ref_logmel_l1"]
+            for e in clip["methods"].values()
+            for v in e["values"]
+            if "input_ref_logmel_l1" in v
+        ]
+        for method, entry in clip["methods"].items():
+            if not method.endswith(suffix):
+                continue
+            for v in entry["values"]:
+                if v.get("ref_logmel_l1") is not None and inputs:
+                    rows.setdefault((clip["edit_type"], method[: -len(suffix)], v["value"]), []).append(
+                        v["ref_logmel_l1"] - inputs[0]
+                    )
+    return rows
+
+
+def render(summary: dict[str, Any]) -> str:
+    s = summary["settings"]
+    lines = [
+        "# nrt-mini: guidance scale against the reference (selection set)",
+        "",
+        f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores for this invocation)",
+        "",
+        f"{s['cases']} selection cases of `benchmarks/mini_faithful.py` ({', '.join(s['types'])}), their fits; "
+        f"t_start / strength {s['t_start']:g}; {s['steps']} steps; outputs merged with the recording at "
+        f"{s['keep_db']:g} dB. Δd = d(edit, ref) − d(input, ref), log-mel L1 in dB (below 0: closer to the "
+        "intended result than not editing); mean over cases [95 % interval].",
+        "",
+        "| edit type | method | value | " + " | ".join(f"guidance {g:g}" for g in s["guidance"]) + " |",
+        "|---|---|---|" + "---|" * len(s["guidance"]),
+    ]
+    keys = sorted({(r["edit_type"], r["method"], r["value"]) for r in summary["rows"]})
+    cells = {(r["edit_type"], r["method"], r["value"], r["guidance"]): r["delta"] for r in summary["rows"]}
+    for edit_type, method, value in keys:
+        row = [_cell(cells[k]) if (k := (edit_type, method, value, g)) in cells else "–" for g in s["guidance"]]
+        lines.append(f"| {edit_type} | {method} | {value:g} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faithful", default="benchmarks/results/mini_faithful", help="mini_faithful.py's --out")
+    parser.add_argument("--out", default=None, help="where the runs land (default: <--faithful>/guidance)")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 6.0])
+    parser.add_argument("--types", nargs="+", default=["addition", "style_transfer"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["lora-inversion", "full-inversion", "ddpm-inversion", "sdedit"]
+    )
+    parser.add_argument("--t-start", type=float, default=0.8, help="t_start of every start and baseline")
+    parser.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.5, 0.75, 1.0])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--keep-db", type=float, default=10.0, help="merge with the recording (nrt-mini's default)")
+    parser.add_argument("--jobs", type=int, default=2, help="nrt eval processes at once, one thread each")
+    args = parser.parse_args(argv)
+    started = time.time()
+    selection = Path(args.faithful) / "select"
+    manifest, bundles = selection / "cases" / "manifest.csv", selection / "bundles"
+    if not manifest.is_file() or not bundles.is_dir():
+        raise SystemExit(
+            f"no selection run in {selection}: run benchmarks/mini_faithful.py --out {args.faithful} first"
+        )
+    out = Path(args.out or Path(args.faithful) / "guidance")
+    part = type_manifest(manifest, args.types)
+    rows = []
+    for guidance in args.guidance:
+        results = eval_at(guidance, part, bundles, out / f"g{guidance:g}", args)
+        kept = add_kept(results, part, out / f"g{guidance:g}", "mini", [args.keep_db])
+        for (edit_type, method, value), values in deltas(kept, args.keep_db).items():
+            rows.append(
+                {
+                    "guidance": guidance,
+                    "edit_type": edit_type,
+                    "method": method,
+                    "value": value,
+                    "delta": interval(values),
+                }
+            )
+    summary = {
+        "settings": {
+            "command": " ".join(["python benchmarks/mini_guidance.py", *(argv if argv is not None else sys.argv[1:])]),
+            "guidance": args.guidance,
+            "types": args.types,
+            "cases": len(results["clips"]),
+            "t_start": args.t_start,
+            "steps": args.steps,
+            "keep_db": args.keep_db,
+            "seconds": round(time.time() - started, 1),
+        },
+        "rows": rows,
+    }
+    write_json(out / "guidance.json", summary)
+    write_text(out / "guidance.md", render(summary))
+    print(render(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
