@@ -1,16 +1,22 @@
-"""Does another guidance scale bring nrt-mini's edits closer to the intended result?
+"""How editable is the fit? Guidance scale and fine-tuning steps against the intended result.
 
-    python benchmarks/mini_guidance.py                                   # guidance 2, 3 and 6
-    python benchmarks/mini_guidance.py --guidance 3 10 --types style_transfer
+    python benchmarks/mini_editability.py                         # guidance 2, 3 and 6
+    python benchmarks/mini_editability.py --variants 3 3:0 3:50    # guidance 3, fits of 200, 0, 50 step 2 steps
+    python benchmarks/mini_editability.py --variants 3 10 --types style_transfer
 
-Runs on the selection set of ``benchmarks/mini_faithful.py`` (its cases and fits, which must
-be on disk: run that benchmark first), so that a guidance chosen here is chosen on cases the
-faithful report does not use. For each guidance, ``nrt eval`` makes the inversion starts (LoRA
+Runs on the selection set of ``benchmarks/mini_faithful.py`` (its cases, and its fits unless a
+variant asks for others; run that benchmark first), so that a setting chosen here is chosen on
+cases the faithful report does not use. Each variant is a guidance, ``G``, or a guidance and a
+number of step 2 steps, ``G:T``, whose fits are made afresh into a folder of their own. For
+each, ``nrt eval`` makes the inversion starts (LoRA
 and full) over η, DDPM inversion and SDEdit at one t_start / strength, the same guidance in
 inversion and regeneration; every output is merged with the recording at ``--keep-db`` as
 nrt-mini's defaults do, then measured against the reference. Printed and written to
-``--out``/guidance.md: Δd = d(edit, ref) − d(input, ref) in dB (below 0 is closer to the
+``--out``/editability.md: Δd = d(edit, ref) − d(input, ref) in dB (below 0 is closer to the
 intended result than not editing), mean over cases [95 % Student-t interval].
+
+The inversion start returns the input at η = 0 whatever the fit, so a lighter fit costs no
+faithfulness there; the question is whether it lets e(η) move the edit further.
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ def type_manifest(manifest: Path, types: list[str]) -> Path:
     return part
 
 
-def eval_at(guidance: float, manifest: Path, bundles: Path, out: Path, args: argparse.Namespace) -> dict:
-    """``nrt eval`` of the selection cases at one guidance, the fits read from ``bundles``."""
+def eval_at(
+    guidance: float, tune_steps: int | None, manifest: Path, bundles: Path, out: Path, args: argparse.Namespace
+) -> dict:
+    """``nrt eval`` of the selection cases at one guidance, the fits read from (or made into) ``bundles``."""
     out.mkdir(parents=True, exist_ok=True)
+    bundles.mkdir(parents=True, exist_ok=True)
     if not (out / "bundles").exists():
         (out / "bundles").symlink_to(bundles.resolve(), target_is_directory=True)
     argv = [
@@ -57,6 +66,8 @@ def eval_at(guidance: float, manifest: Path, bundles: Path, out: Path, args: arg
         "--t-start", f"{args.t_start}", "--t-starts", f"{args.t_start}", "--strengths", f"{args.t_start}",
         "--etas", *map(str, args.etas), "--steps", str(args.steps), "--guidance", f"{guidance}", "--quiet",
     ]  # fmt: skip
+    if tune_steps is not None:
+        argv += ["--tune-steps", str(tune_steps)]
     if args.jobs > 1:
         run_shards(manifest, out, argv, args.jobs)
     if nrt_main(argv) != 0:
@@ -86,25 +97,51 @@ def deltas(results: dict, keep_db: float) -> dict[tuple[str, str, float], list[f
     return rows
 
 
+def parse_variant(text: str) -> tuple[float, int | None]:
+    """``"3"`` → (3.0, None): guidance 3 with the selection's fits; ``"3:50"`` → (3.0, 50)."""
+    guidance, _, tune = text.partition(":")
+    try:
+        value = (float(guidance), int(tune) if tune else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a variant is G or G:T (guidance, step 2 steps), got {text!r}") from None
+    if value[0] < 1 or (value[1] is not None and value[1] < 0):
+        raise argparse.ArgumentTypeError(f"guidance must be >= 1 and step 2 steps >= 0, got {text!r}")
+    return value
+
+
+def variant(guidance: float, tune_steps: int | None) -> str:
+    """A column's name, and its run's folder: ``g3`` with the selection's fits, ``g3-tune50`` with others."""
+    return f"g{guidance:g}" if tune_steps is None else f"g{guidance:g}-tune{tune_steps}"
+
+
+def _header(guidance: float, tune_steps: int | None) -> str:
+    return f"guidance {guidance:g}" + ("" if tune_steps is None else f", {tune_steps} step 2 steps")
+
+
 def render(summary: dict[str, Any]) -> str:
     s = summary["settings"]
+    columns = [tuple(v) for v in s["variants"]] if "variants" in s else [(g, None) for g in s["guidance"]]
     lines = [
-        "# nrt-mini: guidance scale against the reference (selection set)",
+        "# nrt-mini: how editable is the fit, against the reference (selection set)",
         "",
         f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores for this invocation)",
         "",
-        f"{s['cases']} selection cases of `benchmarks/mini_faithful.py` ({', '.join(s['types'])}), their fits; "
+        f"{s['cases']} selection cases of `benchmarks/mini_faithful.py` ({', '.join(s['types'])}), its fits "
+        "(nrt-mini's defaults) unless a column names other step 2 steps; "
         f"t_start / strength {s['t_start']:g}; {s['steps']} steps; outputs merged with the recording at "
         f"{s['keep_db']:g} dB. Δd = d(edit, ref) − d(input, ref), log-mel L1 in dB (below 0: closer to the "
         "intended result than not editing); mean over cases [95 % interval].",
         "",
-        "| edit type | method | value | " + " | ".join(f"guidance {g:g}" for g in s["guidance"]) + " |",
-        "|---|---|---|" + "---|" * len(s["guidance"]),
+        "| edit type | method | value | " + " | ".join(_header(g, t) for g, t in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     keys = sorted({(r["edit_type"], r["method"], r["value"]) for r in summary["rows"]})
-    cells = {(r["edit_type"], r["method"], r["value"], r["guidance"]): r["delta"] for r in summary["rows"]}
+    cells = {
+        (r["edit_type"], r["method"], r["value"], r["guidance"], r.get("tune_steps")): r["delta"]
+        for r in summary["rows"]
+    }
     for edit_type, method, value in keys:
-        row = [_cell(cells[k]) if (k := (edit_type, method, value, g)) in cells else "–" for g in s["guidance"]]
+        row = [_cell(cells[k]) if (k := (edit_type, method, value, g, t)) in cells else "–" for g, t in columns]
         lines.append(f"| {edit_type} | {method} | {value:g} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -112,8 +149,14 @@ def render(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faithful", default="benchmarks/results/mini_faithful", help="mini_faithful.py's --out")
-    parser.add_argument("--out", default=None, help="where the runs land (default: <--faithful>/guidance)")
-    parser.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 6.0])
+    parser.add_argument("--out", default=None, help="where the runs land (default: <--faithful>/editability)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        type=parse_variant,
+        default=[(2.0, None), (3.0, None), (6.0, None)],
+        help="G (a guidance, the selection's fits) or G:T (and fresh fits of T step 2 steps)",
+    )
     parser.add_argument("--types", nargs="+", default=["addition", "style_transfer"])
     parser.add_argument(
         "--methods", nargs="+", default=["lora-inversion", "full-inversion", "ddpm-inversion", "sdedit"]
@@ -131,26 +174,32 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             f"no selection run in {selection}: run benchmarks/mini_faithful.py --out {args.faithful} first"
         )
-    out = Path(args.out or Path(args.faithful) / "guidance")
+    out = Path(args.out or Path(args.faithful) / "editability")
     part = type_manifest(manifest, args.types)
     rows = []
-    for guidance in args.guidance:
-        results = eval_at(guidance, part, bundles, out / f"g{guidance:g}", args)
-        kept = add_kept(results, part, out / f"g{guidance:g}", "mini", [args.keep_db])
+    for guidance, tune_steps in args.variants:
+        fits = bundles if tune_steps is None else out / f"tune{tune_steps}-bundles"
+        run = out / variant(guidance, tune_steps)
+        results = eval_at(guidance, tune_steps, part, fits, run, args)
+        kept = add_kept(results, part, run, "mini", [args.keep_db])
         for (edit_type, method, value), values in deltas(kept, args.keep_db).items():
+            delta = interval(values)
             rows.append(
                 {
                     "guidance": guidance,
+                    "tune_steps": tune_steps,
                     "edit_type": edit_type,
                     "method": method,
                     "value": value,
-                    "delta": interval(values),
+                    "delta": delta,
                 }
             )
     summary = {
         "settings": {
-            "command": " ".join(["python benchmarks/mini_guidance.py", *(argv if argv is not None else sys.argv[1:])]),
-            "guidance": args.guidance,
+            "command": " ".join(
+                ["python benchmarks/mini_editability.py", *(argv if argv is not None else sys.argv[1:])]
+            ),
+            "variants": [list(v) for v in args.variants],
             "types": args.types,
             "cases": len(results["clips"]),
             "t_start": args.t_start,
@@ -160,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    write_json(out / "guidance.json", summary)
-    write_text(out / "guidance.md", render(summary))
+    write_json(out / "editability.json", summary)
+    write_text(out / "editability.md", render(summary))
     print(render(summary))
     return 0
 

@@ -1,4 +1,4 @@
-"""The guidance benchmark's bookkeeping: which cases it runs, what it measures, how it reports."""
+"""The editability benchmark's bookkeeping: which cases it runs, what it measures, how it reports."""
 
 import csv
 
@@ -9,7 +9,7 @@ from tests.service_setup import ROOT, load_module
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_module("mini_guidance", ROOT / "benchmarks" / "mini_guidance.py")
+    return load_module("mini_editability", ROOT / "benchmarks" / "mini_editability.py")
 
 
 def test_the_cases_of_the_chosen_types_are_written_beside_the_manifest(bench, tmp_path):
@@ -40,24 +40,36 @@ def test_only_merged_outputs_count_each_against_its_cases_input(bench):
     assert bench.deltas({"clips": [clip("a", 7.0, 6.5, 9.0)]}, 6.0) == {}  # no output merged at 6 dB
 
 
-def test_the_table_has_a_column_per_guidance(bench):
+def test_variants_are_a_guidance_and_maybe_step_2_steps(bench):
+    import argparse
+
+    assert bench.parse_variant("3") == (3.0, None) and bench.parse_variant("2.5:50") == (2.5, 50)
+    assert bench.variant(3.0, None) == "g3" and bench.variant(3.0, 0) == "g3-tune0"
+    for bad in ("x", "3:x", "0.5", "3:-1", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_variant(bad)
+
+
+def test_the_table_has_a_column_per_variant(bench):
     from nrt.report import interval
 
     rows = [
-        {"guidance": g, "edit_type": "style_transfer", "method": "lora-inversion", "value": 1.0, "delta": interval(v)}
-        for g, v in ((2.0, [-0.5, -0.3]), (6.0, [0.8]))
-    ]
-    settings = {"command": "python benchmarks/mini_guidance.py", "guidance": [2.0, 6.0], "types": ["style_transfer"],
-                "cases": 2, "t_start": 0.8, "steps": 50, "keep_db": 10.0, "seconds": 60.0}  # fmt: skip
+        {"guidance": g, "tune_steps": t, "edit_type": "style_transfer", "method": "lora-inversion", "value": 1.0,
+         "delta": interval(v)}
+        for g, t, v in ((2.0, None, [-0.5, -0.3]), (6.0, None, [0.8]), (3.0, 50, [-1.0]))
+    ]  # fmt: skip
+    settings = {"command": "python benchmarks/mini_editability.py", "variants": [[2.0, None], [6.0, None], [3.0, 50]],
+                "types": ["style_transfer"], "cases": 2, "t_start": 0.8, "steps": 50, "keep_db": 10.0,
+                "seconds": 60.0}  # fmt: skip
     text = bench.render({"settings": settings, "rows": rows})
-    assert "| edit type | method | value | guidance 2 | guidance 6 |" in text
-    assert "| style_transfer | lora-inversion | 1 | -0.400 [-1.671, 0.871] | 0.800 |" in text
+    assert "| edit type | method | value | guidance 2 | guidance 6 | guidance 3, 50 step 2 steps |" in text
+    assert "| style_transfer | lora-inversion | 1 | -0.400 [-1.671, 0.871] | 0.800 | -1.000 |" in text
 
 
 def test_the_committed_results_render_to_the_committed_report(bench):
     import json
 
     results = ROOT / "benchmarks" / "results" / "mini_faithful"
-    saved = json.loads((results / "guidance.json").read_text(encoding="utf-8"))
-    assert saved["settings"]["guidance"] == [2.0, 3.0, 6.0] and saved["rows"]
-    assert bench.render(saved) == (results / "guidance.md").read_text(encoding="utf-8")
+    saved = json.loads((results / "editability.json").read_text(encoding="utf-8"))
+    assert [tuple(v) for v in saved["settings"]["variants"]][:3] == [(2.0, None), (3.0, None), (6.0, None)]
+    assert saved["rows"] and bench.render(saved) == (results / "editability.md").read_text(encoding="utf-8")
