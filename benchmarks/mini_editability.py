@@ -37,6 +37,13 @@ from nrt.cli import main as nrt_main
 from nrt.files import write_json, write_text
 from nrt.report import interval
 
+STARTS = ("lora-inversion", "full-inversion")
+BASELINES = ("ddpm-inversion", "sdedit")
+SETS = {
+    "select": ("select/cases/manifest.csv", "select/bundles"),
+    "report": ("report/cases/manifest.csv", "report/eval/bundles"),
+}
+
 
 def type_manifest(manifest: Path, types: list[str]) -> Path:
     """The rows of ``manifest`` of the given edit types, written beside it (its paths hold)."""
@@ -75,9 +82,9 @@ def eval_at(
     return json.loads((out / "results.json").read_text())
 
 
-def deltas(results: dict, keep_db: float) -> dict[tuple[str, str, float], list[float]]:
-    """Δd per (edit type, method, value) of the outputs merged at ``keep_db``, one per case."""
-    rows: dict[tuple[str, str, float], list[float]] = {}
+def per_case(results: dict, keep_db: float) -> dict[tuple[str, str, float], dict[str, dict[str, float | None]]]:
+    """Per (edit type, method, value), per case: Δd and the reference gain of the output merged at ``keep_db``."""
+    rows: dict[tuple[str, str, float], dict[str, dict[str, float | None]]] = {}
     suffix = f"{KEPT}{keep_db:g}"
     for clip in results["clips"]:
         inputs = [
@@ -87,14 +94,35 @@ def deltas(results: dict, keep_db: float) -> dict[tuple[str, str, float], list[f
             if "input_ref_logmel_l1" in v
         ]
         for method, entry in clip["methods"].items():
-            if not method.endswith(suffix):
+            if not method.endswith(suffix) or not inputs:
                 continue
             for v in entry["values"]:
-                if v.get("ref_logmel_l1") is not None and inputs:
-                    rows.setdefault((clip["edit_type"], method[: -len(suffix)], v["value"]), []).append(
-                        v["ref_logmel_l1"] - inputs[0]
-                    )
+                if v.get("ref_logmel_l1") is not None:
+                    key = (clip["edit_type"], method[: -len(suffix)], v["value"])
+                    rows.setdefault(key, {})[clip["id"]] = {
+                        "delta": v["ref_logmel_l1"] - inputs[0],
+                        "gain": v.get("ref_gain"),
+                    }
     return rows
+
+
+def paired(cases: dict[tuple[str, str, float], dict[str, dict[str, float | None]]]) -> list[dict[str, Any]]:
+    """Each inversion start's gain minus each baseline's, case by case, within an edit type."""
+    out = []
+    for (edit_type, method, value), mine in cases.items():
+        if method not in STARTS:
+            continue
+        for (other_type, baseline, other_value), theirs in cases.items():
+            if other_type != edit_type or baseline not in BASELINES:
+                continue
+            diffs = [
+                mine[c]["gain"] - theirs[c]["gain"]  # type: ignore[operator]
+                for c in mine
+                if c in theirs and mine[c]["gain"] is not None and theirs[c]["gain"] is not None
+            ]
+            out.append({"edit_type": edit_type, "method": method, "value": value, "baseline": baseline,
+                        "baseline_value": other_value, "gain_difference": interval(diffs)})  # fmt: skip
+    return out
 
 
 def parse_variant(text: str) -> tuple[float, int | None]:
@@ -118,31 +146,58 @@ def _header(guidance: float, tune_steps: int | None) -> str:
     return f"guidance {guidance:g}" + ("" if tune_steps is None else f", {tune_steps} step 2 steps")
 
 
+def _table(summary: dict[str, Any], columns: list[tuple[float, int | None]], measure: str) -> list[str]:
+    lines = [
+        "| edit type | method | value | " + " | ".join(_header(g, t) for g, t in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    rows = [r for r in summary["rows"] if measure in r]
+    keys = sorted({(r["edit_type"], r["method"], r["value"]) for r in rows})
+    cells = {(r["edit_type"], r["method"], r["value"], r["guidance"], r.get("tune_steps")): r[measure] for r in rows}
+    for edit_type, method, value in keys:
+        row = [_cell(cells[k]) if (k := (edit_type, method, value, g, t)) in cells else "–" for g, t in columns]
+        lines.append(f"| {edit_type} | {method} | {value:g} | " + " | ".join(row) + " |")
+    return lines
+
+
 def render(summary: dict[str, Any]) -> str:
     s = summary["settings"]
-    columns = [tuple(v) for v in s["variants"]] if "variants" in s else [(g, None) for g in s["guidance"]]
+    which = {"select": "selection", "report": "report"}[s.get("set", "select")]
+    columns = [(v[0], v[1]) for v in s["variants"]]
     lines = [
-        "# nrt-mini: how editable is the fit, against the reference (selection set)",
+        f"# nrt-mini: how editable is the fit, against the reference ({which} set)",
         "",
         f"Command: `{s['command']}` ({s['seconds'] / 60:.0f} min on 2 CPU cores for this invocation)",
         "",
-        f"{s['cases']} selection cases of `benchmarks/mini_faithful.py` ({', '.join(s['types'])}), its fits "
+        f"{s['cases']} {which} cases of `benchmarks/mini_faithful.py` ({', '.join(s['types'])}), its fits "
         "(nrt-mini's defaults) unless a column names other step 2 steps; "
         f"t_start / strength {s['t_start']:g}; {s['steps']} steps; outputs merged with the recording at "
         f"{s['keep_db']:g} dB. Δd = d(edit, ref) − d(input, ref), log-mel L1 in dB (below 0: closer to the "
         "intended result than not editing); mean over cases [95 % interval].",
         "",
-        "| edit type | method | value | " + " | ".join(_header(g, t) for g, t in columns) + " |",
-        "|---|---|---|" + "---|" * len(columns),
+        *_table(summary, columns, "delta"),
     ]
-    keys = sorted({(r["edit_type"], r["method"], r["value"]) for r in summary["rows"]})
-    cells = {
-        (r["edit_type"], r["method"], r["value"], r["guidance"], r.get("tune_steps")): r["delta"]
-        for r in summary["rows"]
-    }
-    for edit_type, method, value in keys:
-        row = [_cell(cells[k]) if (k := (edit_type, method, value, g, t)) in cells else "–" for g, t in columns]
-        lines.append(f"| {edit_type} | {method} | {value:g} | " + " | ".join(row) + " |")
+    if any("gain" in r for r in summary["rows"]):
+        lines += [
+            "",
+            "Reference gain (1: as close as the codec allows, 0: no closer than the input), over the cases where "
+            "it is defined:",
+            "",
+            *_table(summary, columns, "gain"),
+        ]
+    if summary.get("paired"):
+        lines += [
+            "",
+            "Paired, case by case: the inversion start's gain minus the baseline's (> 0: ours closer).",
+            "",
+            "| variant | edit type | ours | η | baseline | value | gain difference |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in summary["paired"]:
+            lines.append(
+                f"| {_header(p['guidance'], p['tune_steps'])} | {p['edit_type']} | {p['method']} | {p['value']:g} | "
+                f"{p['baseline']} | {p['baseline_value']:g} | {_cell(p['gain_difference'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -166,39 +221,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--keep-db", type=float, default=10.0, help="merge with the recording (nrt-mini's default)")
     parser.add_argument("--jobs", type=int, default=2, help="nrt eval processes at once, one thread each")
+    parser.add_argument(
+        "--set", choices=sorted(SETS), default="select", help="the faithful run's cases: its selection or its report"
+    )
     args = parser.parse_args(argv)
     started = time.time()
-    selection = Path(args.faithful) / "select"
-    manifest, bundles = selection / "cases" / "manifest.csv", selection / "bundles"
+    manifest, bundles = (Path(args.faithful) / rel for rel in SETS[args.set])
     if not manifest.is_file() or not bundles.is_dir():
         raise SystemExit(
-            f"no selection run in {selection}: run benchmarks/mini_faithful.py --out {args.faithful} first"
+            f"no {args.set} run in {args.faithful}: run benchmarks/mini_faithful.py --out {args.faithful} first"
         )
-    out = Path(args.out or Path(args.faithful) / "editability")
+    out = Path(args.out or Path(args.faithful) / ("editability" if args.set == "select" else f"editability-{args.set}"))
     part = type_manifest(manifest, args.types)
-    rows = []
+    rows, pairs = [], []
     for guidance, tune_steps in args.variants:
         fits = bundles if tune_steps is None else out / f"tune{tune_steps}-bundles"
         run = out / variant(guidance, tune_steps)
         results = eval_at(guidance, tune_steps, part, fits, run, args)
-        kept = add_kept(results, part, run, "mini", [args.keep_db])
-        for (edit_type, method, value), values in deltas(kept, args.keep_db).items():
-            delta = interval(values)
-            rows.append(
-                {
-                    "guidance": guidance,
-                    "tune_steps": tune_steps,
-                    "edit_type": edit_type,
-                    "method": method,
-                    "value": value,
-                    "delta": delta,
-                }
-            )
+        cases = per_case(add_kept(results, part, run, "mini", [args.keep_db]), args.keep_db)
+        tag = {"guidance": guidance, "tune_steps": tune_steps}
+        for (edit_type, method, value), by_case in cases.items():
+            delta = interval([c["delta"] for c in by_case.values()])
+            gain = interval([c["gain"] for c in by_case.values()])
+            rows.append({**tag, "edit_type": edit_type, "method": method, "value": value, "delta": delta, "gain": gain})
+        pairs += [{**tag, **pair} for pair in paired(cases)]
     summary = {
         "settings": {
             "command": " ".join(
                 ["python benchmarks/mini_editability.py", *(argv if argv is not None else sys.argv[1:])]
             ),
+            "set": args.set,
             "variants": [list(v) for v in args.variants],
             "types": args.types,
             "cases": len(results["clips"]),
@@ -208,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.time() - started, 1),
         },
         "rows": rows,
+        "paired": pairs,
     }
     write_json(out / "editability.json", summary)
     write_text(out / "editability.md", render(summary))

@@ -158,7 +158,7 @@ class PreparedBundle:
         return self._latent
 
     def round_trip(self) -> np.ndarray:
-        """The codec's round trip of the input, decoded on first use (what :attr:`keep_db` merges against)."""
+        """The codec's round trip of the input, decoded on first use: what ``keep_db`` merges against."""
         if self._round_trip is None:
             input, mask = self.bundle.input, self.bundle.mask
             self._round_trip = input_round_trip(self.backbone, self.latent, self.prepared, input, mask)()

@@ -29,15 +29,23 @@ def test_the_cases_of_the_chosen_types_are_written_beside_the_manifest(bench, tm
 
 
 def test_only_merged_outputs_count_each_against_its_cases_input(bench):
-    def clip(cid, d_input, d_kept, d_plain):
+    def clip(cid, d_input, d_kept, d_plain, gain):
         return {"id": cid, "edit_type": "addition", "methods": {
             "lora-inversion": {"values": [{"value": 1.0, "ref_logmel_l1": d_plain, "input_ref_logmel_l1": d_input}]},
-            "lora-inversion+keep10": {"values": [{"value": 1.0, "ref_logmel_l1": d_kept}]},
+            "lora-inversion+keep10": {"values": [{"value": 1.0, "ref_logmel_l1": d_kept, "ref_gain": gain}]},
+            "ddpm-inversion+keep10": {"values": [{"value": 0.8, "ref_logmel_l1": d_input, "ref_gain": 0.0}]},
         }}  # fmt: skip
 
-    rows = bench.deltas({"clips": [clip("a", 7.0, 6.5, 9.0), clip("b", 5.0, 5.5, 8.0)]}, 10.0)
-    assert rows == {("addition", "lora-inversion", 1.0): [pytest.approx(-0.5), pytest.approx(0.5)]}
-    assert bench.deltas({"clips": [clip("a", 7.0, 6.5, 9.0)]}, 6.0) == {}  # no output merged at 6 dB
+    cases = bench.per_case({"clips": [clip("a", 7.0, 6.5, 9.0, 0.25), clip("b", 5.0, 5.5, 8.0, None)]}, 10.0)
+    assert cases[("addition", "lora-inversion", 1.0)] == {
+        "a": {"delta": pytest.approx(-0.5), "gain": 0.25},
+        "b": {"delta": pytest.approx(0.5), "gain": None},
+    }
+    assert bench.per_case({"clips": [clip("a", 7.0, 6.5, 9.0, 0.1)]}, 6.0) == {}  # no output merged at 6 dB
+    # paired against each baseline, over the cases where both gains are defined
+    (pair,) = bench.paired(cases)
+    assert (pair["method"], pair["baseline"], pair["baseline_value"]) == ("lora-inversion", "ddpm-inversion", 0.8)
+    assert pair["gain_difference"]["n"] == 1 and pair["gain_difference"]["mean"] == pytest.approx(0.25)
 
 
 def test_variants_are_a_guidance_and_maybe_step_2_steps(bench):
@@ -55,15 +63,20 @@ def test_the_table_has_a_column_per_variant(bench):
 
     rows = [
         {"guidance": g, "tune_steps": t, "edit_type": "style_transfer", "method": "lora-inversion", "value": 1.0,
-         "delta": interval(v)}
+         "delta": interval(v), "gain": interval([0.1])}
         for g, t, v in ((2.0, None, [-0.5, -0.3]), (6.0, None, [0.8]), (3.0, 50, [-1.0]))
     ]  # fmt: skip
+    pairs = [{"guidance": 3.0, "tune_steps": 50, "edit_type": "style_transfer", "method": "lora-inversion",
+              "value": 1.0, "baseline": "sdedit", "baseline_value": 0.8, "gain_difference": interval([0.2, 0.4])}]  # fmt: skip
     settings = {"command": "python benchmarks/mini_editability.py", "variants": [[2.0, None], [6.0, None], [3.0, 50]],
                 "types": ["style_transfer"], "cases": 2, "t_start": 0.8, "steps": 50, "keep_db": 10.0,
                 "seconds": 60.0}  # fmt: skip
-    text = bench.render({"settings": settings, "rows": rows})
+    text = bench.render({"settings": settings, "rows": rows, "paired": pairs})
+    assert "(selection set)" in text  # a summary written before --set read as the selection's
     assert "| edit type | method | value | guidance 2 | guidance 6 | guidance 3, 50 step 2 steps |" in text
     assert "| style_transfer | lora-inversion | 1 | -0.400 [-1.671, 0.871] | 0.800 | -1.000 |" in text
+    assert "| style_transfer | lora-inversion | 1 | 0.100 | 0.100 | 0.100 |" in text  # the gains
+    assert "| guidance 3, 50 step 2 steps | style_transfer | lora-inversion | 1 | sdedit | 0.8 | 0.300 [" in text
 
 
 def test_the_committed_results_render_to_the_committed_report(bench):
@@ -72,4 +85,8 @@ def test_the_committed_results_render_to_the_committed_report(bench):
     results = ROOT / "benchmarks" / "results" / "mini_faithful"
     saved = json.loads((results / "editability.json").read_text(encoding="utf-8"))
     assert [tuple(v) for v in saved["settings"]["variants"]][:3] == [(2.0, None), (3.0, None), (6.0, None)]
-    assert saved["rows"] and bench.render(saved) == (results / "editability.md").read_text(encoding="utf-8")
+    assert saved["rows"] and saved["paired"]
+    assert bench.render(saved) == (results / "editability.md").read_text(encoding="utf-8")
+    report = json.loads((results / "editability_report.json").read_text(encoding="utf-8"))
+    assert report["settings"]["set"] == "report"
+    assert bench.render(report) == (results / "editability_report.md").read_text(encoding="utf-8")
