@@ -204,7 +204,11 @@ def render(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faithful", default="benchmarks/results/mini_faithful", help="mini_faithful.py's --out")
-    parser.add_argument("--out", default=None, help="where the runs land (default: <--faithful>/editability)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where the runs land (default: <--faithful>/editability, or editability-report with --set report)",
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
