@@ -254,7 +254,7 @@ def run_reference(out: Path, res: Resources, backbone: Any, case: Case, config: 
     store = ClipStore(root, case.clip)
     run_clip_unit(root, res, config, store, "reference", progress=False)
     row: dict[str, Any] = {}
-    for output in unit_outputs(config, "reference"):
+    for output in unit_outputs(config, "reference", case.clip):
         scores = dict(store.record["outputs"][output.name]["scores"])
         scores["distance"] = mel_distance(backbone, case, read_wave(store.file(output)))
         row[output.method] = scores
@@ -267,7 +267,7 @@ def run_pair(out: Path, res: Resources, backbone: Any, case: Case, setting: Sett
     store = ClipStore(root, case.clip)
     run_clip_unit(root, res, config, store, setting.method, progress=False)
     outputs = []
-    for output in unit_outputs(config, setting.method):
+    for output in unit_outputs(config, setting.method, case.clip):
         scores = dict(store.record["outputs"][output.name]["scores"])
         scores["distance"] = mel_distance(backbone, case, read_wave(store.file(output)))
         outputs.append({"eta": output.value, **scores})

@@ -149,10 +149,18 @@ def run_bench(args: argparse.Namespace) -> Iterator[str]:
         yield f"{'nrt edit, ' + format(args.edit_seconds, 'g') + ' s clip':<30} {seconds:8.1f} s in all (default fit, 1 output)"
 
 
-def time_edit(model: str, device: str, dtype: str, seconds: float, sampling: SampleConfig | None = None) -> float:
-    """Wall seconds of an edit as ``nrt edit`` makes it (the model loaded, its default fit, one
-    output at η 0.5 written) of a generated scene of ``seconds``; ``sampling`` replaces the
-    default sampling settings."""
+def time_edit(
+    model: str,
+    device: str,
+    dtype: str,
+    seconds: float,
+    sampling: SampleConfig | None = None,
+    defaults: str | None = None,
+) -> float:
+    """Wall seconds of an edit as ``nrt edit`` makes it (the model loaded, its default fit and
+    step 3 settings, one output at η 0.5 written) of a generated scene of ``seconds``;
+    ``sampling`` replaces the model's default step 3 settings, ``defaults`` names the model
+    whose defaults to take instead of ``model``'s (a variant of ``mini`` in a folder of its own)."""
     import tempfile
     from pathlib import Path
 
@@ -160,7 +168,7 @@ def time_edit(model: str, device: str, dtype: str, seconds: float, sampling: Sam
 
     from .audio import load_audio, write_audio
     from .bundle import load_bundle
-    from .defaults import fit_config
+    from .defaults import fit_config, sample_config
     from .edit import generate
     from .fit_clip import fit_clip
     from .mini.scenes import SAMPLE_RATE, scene_for
@@ -180,9 +188,9 @@ def time_edit(model: str, device: str, dtype: str, seconds: float, sampling: Sam
             clip = load_audio(source)
             backbone = load_backbone(model, device=device, dtype=dtype)
             bundle_path = Path(tmp) / "edit.bundle"
-            fit_clip(backbone, clip, prompt, fit_config(model), bundle_path, overwrite=True, progress=False)
+            fit_clip(backbone, clip, prompt, fit_config(defaults or model), bundle_path, overwrite=True, progress=False)
             bundle = load_bundle(bundle_path, backbone.info)
-            outputs = generate(backbone, bundle, [0.5], sampling or SampleConfig(), 0, progress=False)
+            outputs = generate(backbone, bundle, [0.5], sampling or sample_config(defaults or model), 0, progress=False)
             write_audio(Path(tmp) / "edit.wav", outputs[0], clip.sample_rate)
             elapsed = time.perf_counter() - start
         finally:
