@@ -146,7 +146,8 @@ def part_edits(root: Path, per_type: int) -> dict:
     if code != 0:
         raise SystemExit(f"nrt eval failed with exit code {code}")
     # a resumed run times only what it computed; the table gives the fit time per clip
-    return {"cases": 3 * per_type, "run": str(run), "table": (run / "table.md").read_text(encoding="utf-8")}
+    table = (run / "table.md").read_text(encoding="utf-8")
+    return {"t2a_weights": t2a_weights("mini"), "cases": 3 * per_type, "run": str(run), "table": table}
 
 
 def _scored_by(part: dict) -> str:

@@ -96,6 +96,11 @@ def _l1(mel: np.ndarray, target: np.ndarray) -> float:
     return float(np.abs(mel - target).mean())
 
 
+def log_mel_distance(wave: np.ndarray, target: np.ndarray, rate: int) -> float:
+    """d(wave, target): the yardstick's log-mel L1 distance in dB of two mono waves of one length at ``rate``."""
+    return _l1(_log_mel(wave, rate), _log_mel(target, rate))
+
+
 def codec_round_trip(backbone: Backbone, clip: AudioClip, mask: Sequence[Range] | None = None) -> np.ndarray:
     """``clip`` encoded and decoded by ``backbone`` as an edit is: at the clip's rate, length and channels.
 
