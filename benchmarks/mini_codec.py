@@ -13,21 +13,22 @@ Student-t interval]:
 
 - ``d``: the log-mel L1 distance in dB between round trip and scene, the yardstick of
   ``nrt.reference`` (64 bands, levels floored at -80 dB): what the faithful-edits benchmark
-  counts as the codec's loss. Its 64 bands favour front ends with at least as many, so
+  counts as the codec's loss (its 64 bands favour front ends with at least as many);
 - ``d_stft``: the same on the linear spectrum (1024-point STFT, hop 160, floored at -80 dB),
   which no candidate's bands are closer to than another's;
 - ``clap``: the Audio CLAP cosine (nrt-mini's CLAP) between round trip and scene;
 - ``onset_f1``: the scene's onsets found in the round trip (``nrt.onsets``, 50 ms);
-- ``decode_s``: seconds to decode one 2.56 s clip here (one thread).
+- ``decode_s``: seconds to decode one 2.56 s clip here (median, on ``--threads`` threads).
 
 The shipped front end and vocoder are also taken along the path every edit takes
 (``nrt.reference.codec_round_trip``: the input padded to whole latent patches, encoded, decoded)
 as a check that the direct path measures the same codec.
 
 ``--parts time`` times one whole ``nrt edit`` of a 5 s clip at nrt-mini's defaults
-(``nrt.bench.time_edit``) with the shipped front end and with 64 mels at hop 320 and 160: a model folder with the shipped text encoder and UNet
-over that front end (the UNet is convolutional, so it runs on a latent of any size; it was not
-trained for the other front ends, so only the time means anything). A richer front end has to
+(``nrt.bench.time_edit``) with the shipped front end and with 64 mels at hop 320 and 160, each
+a model folder with the shipped text encoder and UNet over that front end (the UNet is
+convolutional, so it runs on a latent of any size; it was not trained for the other front
+ends, so only the time means anything). A richer front end has to
 keep that under a minute on two cores.
 
 Results: ``--out``/codec.json and codec.md (``benchmarks/results/mini_codec`` by default; a part
